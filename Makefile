@@ -1,0 +1,32 @@
+# Two commands do all set-up: `make lab` and `make test` (see README.md).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
+
+.PHONY: install lab test refresh clean
+
+# Reinstalled only when pyproject.toml or the pins change.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=24"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[notebooks,dev,browser]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab $(ROOT_FLAG) notebooks/
+
+# MINIMAMBA_QUICK=1 shrinks training sizes in tests and notebooks (never the code path).
+test: $(STAMP)
+	MINIMAMBA_QUICK=1 MPLBACKEND=agg $(PY) -m pytest --nbval
+	MINIMAMBA_QUICK=1 $(PY) examples/run_mamba_example.py
+
+# Re-execute every notebook so the committed outputs are fresh (run after any package change).
+refresh: $(STAMP)
+	MINIMAMBA_QUICK=1 $(PY) tools/refresh_outputs.py notebooks/*.ipynb
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

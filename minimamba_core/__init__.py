@@ -1,0 +1,34 @@
+"""minimamba_core: Mamba (Gu & Dao 2023, arXiv 2312.00752) written plainly in PyTorch.
+
+Glossary (the paper's letters, used in every module):
+``b`` batch, ``l`` sequence length, ``d_model`` (D), ``d_inner`` (E*D), ``d_state`` (N),
+``dt_rank`` (R), ``d_conv`` (k), ``x`` input, ``h`` state, ``y`` output, ``delta`` (the step
+size), ``A, B, C, D`` the SSM parameters, ``A_bar, B_bar`` their discretized forms.
+"""
+
+from .cache import InferenceCache
+from .config import MambaConfig
+from .devices import describe_device, pick_device
+from .generate import generate, sample_next_token
+from .mixer import MambaMixer
+from .model import MambaLM, ResidualBlock
+from .norm import RMSNorm
+from .scan import selective_scan, selective_scan_parallel, selective_scan_sequential
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "InferenceCache",
+    "MambaConfig",
+    "MambaLM",
+    "MambaMixer",
+    "RMSNorm",
+    "ResidualBlock",
+    "describe_device",
+    "generate",
+    "pick_device",
+    "sample_next_token",
+    "selective_scan",
+    "selective_scan_parallel",
+    "selective_scan_sequential",
+]

@@ -1,0 +1,93 @@
+"""The explicit inference cache: what a Mamba model remembers between decoding steps.
+
+Per layer, two fixed-size tensors (no growth with the sequence length, unlike attention's
+key/value cache):
+
+* ``conv_state (b, d_inner, d_conv)``: the last ``d_conv`` inputs of the causal convolution
+  (before it), oldest first, left-padded with zeros when fewer were seen;
+* ``ssm_state (b, d_inner, d_state)``: the SSM state ``h_t`` (paper eq. 2a).
+
+Both are float32 whatever the model's dtype (float64 for a float64 model). ``seqlen_offset``
+counts the tokens already consumed; the model advances it. A forward pass given a cache with
+``seqlen_offset == 0`` is the prefill. Mirrors ``InferenceParams`` of state-spaces/mamba
+(commit 0cce0fa, ``mamba_ssm/utils/generation.py``), with the states held in explicit lists
+instead of a dict keyed by layer. Built in notebook ``07_cached_inference``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .config import MambaConfig
+
+
+@dataclass
+class InferenceCache:
+    """Per-layer recurrent state of a Mamba model.
+
+    Attributes:
+        conv_states: ``n_layer`` tensors ``(b, d_inner, d_conv)``.
+        ssm_states: ``n_layer`` tensors ``(b, d_inner, d_state)``.
+        seqlen_offset: number of tokens already consumed (advanced by the model).
+    """
+
+    conv_states: list[torch.Tensor]
+    ssm_states: list[torch.Tensor]
+    seqlen_offset: int = 0
+
+    @classmethod
+    def empty(cls, config: MambaConfig, batch_size: int, device: torch.device | str | None = None,
+              dtype: torch.dtype = torch.float32) -> "InferenceCache":
+        """A zero cache for ``batch_size`` sequences of a model built from ``config``.
+
+        Args:
+            config: the model's configuration.
+            batch_size: number of sequences decoded together, ``b > 0``.
+            device: where the states live (default: CPU); use the model's device.
+            dtype: float32 (default) or float64; never the half-precision model dtype.
+
+        Raises:
+            ValueError: ``batch_size < 1`` or a dtype other than float32/float64.
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"cache dtype must be torch.float32 or torch.float64, got {dtype}")
+        b, d, k, n = batch_size, config.d_inner, config.d_conv, config.d_state
+        conv = [torch.zeros(b, d, k, device=device, dtype=dtype) for _ in range(config.n_layer)]
+        ssm = [torch.zeros(b, d, n, device=device, dtype=dtype) for _ in range(config.n_layer)]
+        return cls(conv, ssm, 0)
+
+    @property
+    def batch_size(self) -> int:
+        return self.ssm_states[0].shape[0]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.ssm_states[0].dtype
+
+    def check(self, config: MambaConfig, batch_size: int) -> None:
+        """Raise ``ValueError`` when this cache was built for another model or batch size."""
+        wanted = (config.n_layer, config.d_inner, config.d_conv, config.d_state)
+        have = (len(self.ssm_states), self.conv_states[0].shape[1], self.conv_states[0].shape[2],
+                self.ssm_states[0].shape[2])
+        if have != wanted:
+            raise ValueError(
+                f"this cache was built for another model: (n_layer, d_inner, d_conv, d_state) = "
+                f"{have}, the model has {wanted}; build one with "
+                f"InferenceCache.empty(model.config, batch_size, device)")
+        if batch_size != self.batch_size:
+            raise ValueError(f"this cache holds {self.batch_size} sequences but the input has batch "
+                             f"size {batch_size}; build one with InferenceCache.empty(config, {batch_size})")
+
+    def reset(self) -> None:
+        """Zero every state and set ``seqlen_offset`` back to 0 (reuse for a new prompt)."""
+        for t in self.conv_states + self.ssm_states:
+            t.zero_()
+        self.seqlen_offset = 0
+
+    def nbytes(self) -> int:
+        """Memory held by the states, in bytes (constant in the sequence length)."""
+        return sum(t.numel() * t.element_size() for t in self.conv_states + self.ssm_states)

@@ -1,0 +1,129 @@
+"""Autoregressive generation with the cache: prefill once, then constant work per token.
+
+The sampling controls follow their usual definitions (temperature; top-k; top-p, "nucleus",
+Holtzman et al. 2020; min-p, Nguyen et al. 2024; the repetition penalty of Keskar et al. 2019 as
+Hugging Face applies it). Official counterpart: ``decode`` in ``mamba_ssm/utils/generation.py``
+(state-spaces/mamba, commit 0cce0fa). Built in notebook ``10_checkpoints_and_generation``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .model import MambaLM
+
+
+def _check_sampling(temperature, top_k, top_p, min_p, repetition_penalty) -> None:
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature >= 0:
+        raise ValueError(f"temperature must be a number >= 0 (0 means greedy), got {temperature!r}")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
+        raise ValueError(f"top_k must be an int >= 0 (0 disables it), got {top_k!r}")
+    if not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
+        raise ValueError(f"top_p must lie in (0, 1] (1 disables it), got {top_p!r}")
+    if not isinstance(min_p, (int, float)) or not 0 <= min_p < 1:
+        raise ValueError(f"min_p must lie in [0, 1) (0 disables it), got {min_p!r}")
+    if not isinstance(repetition_penalty, (int, float)) or not repetition_penalty > 0:
+        raise ValueError(f"repetition_penalty must be > 0 (1 disables it), got {repetition_penalty!r}")
+
+
+def sample_next_token(logits: torch.Tensor, vocab_size: int, temperature: float = 1.0, top_k: int = 0,
+                      top_p: float = 1.0, min_p: float = 0.0, repetition_penalty: float = 1.0,
+                      previous_ids: torch.Tensor | None = None,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+    """Pick the next token of every row: ``logits (b, V_padded)`` -> ids ``(b,)`` (long).
+
+    The padded columns ``>= vocab_size`` are dropped first, so they are never chosen. Then, in
+    order: repetition penalty over ``previous_ids (b, t)`` (a seen token's logit is divided by
+    the penalty when positive, multiplied when negative); greedy argmax when
+    ``temperature == 0``; otherwise division by the temperature, top-k, top-p (smallest set
+    whose probability reaches ``top_p``, always at least one token), min-p (drop tokens whose
+    probability is below ``min_p`` times the largest) and a multinomial draw from ``generator``.
+
+    Raises:
+        ValueError: a control outside its range (see :func:`generate`).
+    """
+    _check_sampling(temperature, top_k, top_p, min_p, repetition_penalty)
+    logits = logits[:, :vocab_size].float()  # (b, V), padded rows removed
+    if repetition_penalty != 1.0 and previous_ids is not None and previous_ids.numel() > 0:
+        seen = logits.gather(1, previous_ids)  # (b, t)
+        seen = torch.where(seen > 0, seen / repetition_penalty, seen * repetition_penalty)
+        logits = logits.scatter(1, previous_ids, seen)
+    if temperature == 0:
+        return logits.argmax(dim=-1)  # (b,)
+    logits = logits / temperature
+    if top_k > 0 and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (b, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (b, V)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        before = torch.cumsum(probs, dim=-1) - probs  # probability mass strictly above each token
+        drop_sorted = before >= top_p  # the first token always has before == 0 and is kept
+        drop = drop_sorted.scatter(1, order, drop_sorted)  # back to vocabulary order
+        logits = logits.masked_fill(drop, float("-inf"))
+    if min_p > 0.0:
+        probs = torch.softmax(logits, dim=-1)  # (b, V)
+        logits = logits.masked_fill(probs < min_p * probs.max(dim=-1, keepdim=True).values, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)  # (b, V)
+    return torch.multinomial(probs, 1, generator=generator)[:, 0]  # (b,)
+
+
+@torch.no_grad()
+def generate(model: MambaLM, input_ids: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+             top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, repetition_penalty: float = 1.0,
+             eos_token_id: int | None = None, generator: torch.Generator | None = None,
+             streamer: Callable[[torch.Tensor], None] | None = None) -> torch.Tensor:
+    """Continue each prompt by up to ``max_new_tokens`` tokens.
+
+    Args:
+        model: a :class:`MambaLM` (put it in ``eval()`` mode and on its device first).
+        input_ids: prompts ``(b, l_prompt)``, integer ids on the model's device.
+        max_new_tokens: number of tokens to add, ``>= 0``.
+        temperature: ``0`` for greedy decoding, else the softmax temperature.
+        top_k, top_p, min_p, repetition_penalty: see :func:`sample_next_token`.
+        eos_token_id: when a row emits it, that row keeps emitting it while others go on;
+            generation stops early once every row has emitted it.
+        generator: a ``torch.Generator`` on the model's device, for reproducible sampling.
+        streamer: called with each step's new ids ``(b,)`` as soon as they exist.
+
+    Returns:
+        ``(b, l_prompt + new)`` long ids, ``new <= max_new_tokens`` (fewer only after every row
+        hit ``eos_token_id``).
+
+    The prompt is consumed by one parallel forward (the prefill); every further token costs one
+    :meth:`MambaLM.step`, whose work does not grow with the sequence.
+
+    Raises:
+        TypeError/ValueError: bad ``input_ids`` (as :meth:`MambaLM.forward`), a negative
+        ``max_new_tokens``, a sampling control outside its range, ``eos_token_id`` out of range.
+    """
+    if not isinstance(model, MambaLM):
+        raise TypeError(f"model must be a MambaLM, got {type(model).__name__}")
+    model._check_input_ids(input_ids)
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+    _check_sampling(temperature, top_k, top_p, min_p, repetition_penalty)
+    vocab_size = model.config.vocab_size
+    if eos_token_id is not None and not (isinstance(eos_token_id, int) and 0 <= eos_token_id < vocab_size):
+        raise ValueError(f"eos_token_id must be None or an int in [0, {vocab_size}), got {eos_token_id!r}")
+    if max_new_tokens == 0:
+        return input_ids
+    cache = model.empty_cache(input_ids.shape[0])
+    logits = model(input_ids, cache=cache, num_last_tokens=1)[:, -1]  # (b, V_padded), the prefill
+    ids = input_ids
+    finished = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)  # (b,)
+    for i in range(max_new_tokens):
+        next_ids = sample_next_token(logits, vocab_size, temperature, top_k, top_p, min_p,
+                                     repetition_penalty, previous_ids=ids, generator=generator)
+        if eos_token_id is not None:
+            next_ids = next_ids.masked_fill(finished, eos_token_id)  # (b,)
+            finished = finished | (next_ids == eos_token_id)
+        ids = torch.cat([ids, next_ids[:, None]], dim=1)  # (b, l + i + 1)
+        if streamer is not None:
+            streamer(next_ids)
+        if i + 1 == max_new_tokens or bool(finished.all()):
+            break
+        logits = model.step(next_ids[:, None], cache)[:, -1]  # (b, V_padded)
+    return ids

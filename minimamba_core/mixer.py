@@ -1,0 +1,156 @@
+"""The Mamba mixer: the selective SSM wrapped in projections, a causal convolution and a gate.
+
+Paper Figure 3 (right) and Algorithm 2, Gu & Dao 2023; the official counterpart is
+``Mamba`` in ``mamba_ssm/modules/mamba_simple.py`` (state-spaces/mamba, commit 0cce0fa), whose
+parameter names we keep so checkpoints load by name::
+
+    x, z      = in_proj(hidden).chunk(2)            (b, l, d_inner) each
+    x         = silu(causal depthwise conv1d(x))    width d_conv
+    dt, B, C  = x_proj(x).split(R, N, N)            (b, l, R), (b, l, N), (b, l, N)
+    delta     = softplus(dt_proj(dt))               (b, l, d_inner), bias inside the softplus
+    A         = -exp(A_log)                         (d_inner, N)
+    y         = selective_scan(x, delta, A, B, C, D, z)   (scan.py, gated by silu(z))
+    out       = out_proj(y)                         (b, l, d_model)
+
+Differences from the official module: no fused CUDA kernels; the convolution is computed in
+float32 in both the full and the step path so that the two agree bit for bit in their inputs;
+``forward`` accepts a cache at any ``seqlen_offset`` (a continuation, not only a prefill).
+Built in notebook ``05_mamba_block``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .cache import InferenceCache
+from .config import MambaConfig
+from .scan import selective_scan_parallel, selective_scan_sequential
+
+
+class MambaMixer(nn.Module):
+    """One Mamba mixer (the block's sequence-mixing part), official initialization.
+
+    Args:
+        config: the model's :class:`MambaConfig`.
+        layer_idx: this mixer's index, used to find its states in an :class:`InferenceCache`.
+
+    Parameters (official names): ``in_proj (2*d_inner, d_model)``,
+    ``conv1d.weight (d_inner, 1, d_conv)``, ``x_proj (dt_rank + 2*d_state, d_inner)``,
+    ``dt_proj (d_inner, dt_rank)`` with bias, ``A_log (d_inner, d_state)``, ``D (d_inner,)``,
+    ``out_proj (d_model, d_inner)``.
+    """
+
+    def __init__(self, config: MambaConfig, layer_idx: int = 0) -> None:
+        super().__init__()
+        self.config = config
+        self.layer_idx = layer_idx
+        d_model, d_inner, n, R, k = (config.d_model, config.d_inner, config.d_state,
+                                     config.dt_rank, config.d_conv)
+        self.in_proj = nn.Linear(d_model, 2 * d_inner, bias=config.bias)
+        self.conv1d = nn.Conv1d(d_inner, d_inner, kernel_size=k, groups=d_inner, padding=k - 1,
+                                bias=config.conv_bias)
+        self.x_proj = nn.Linear(d_inner, R + 2 * n, bias=False)
+        self.dt_proj = nn.Linear(R, d_inner, bias=True)
+        self.A_log = nn.Parameter(torch.empty(d_inner, n))
+        self.D = nn.Parameter(torch.empty(d_inner))
+        self.out_proj = nn.Linear(d_inner, d_model, bias=config.bias)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """The official initialization (``Mamba.__init__`` and ``_init_weights`` of mamba_ssm).
+
+        * ``dt_proj.weight`` uniform in ``+-dt_rank**-0.5 * dt_scale`` (or that constant);
+        * ``dt_proj.bias = softplus^-1(dt)``, ``dt`` log-uniform in ``[dt_min, dt_max]``,
+          clamped below at ``dt_init_floor``, so that the initial delta is ``dt``;
+        * ``A_log[d] = log(1, 2, ..., N)`` (S4D-Real, so ``A = -(1..N)``); ``D = 1``;
+        * ``in_proj``/``out_proj`` biases zero; ``out_proj.weight`` scaled by ``1/sqrt(n_layer)``
+          (GPT-2's rescaling of residual branches). Other weights keep PyTorch's defaults.
+        """
+        cfg = self.config
+        std = cfg.dt_rank ** -0.5 * cfg.dt_scale
+        if cfg.dt_init == "constant":
+            nn.init.constant_(self.dt_proj.weight, std)
+        else:
+            nn.init.uniform_(self.dt_proj.weight, -std, std)
+        log_min, log_max = math.log(cfg.dt_min), math.log(cfg.dt_max)
+        dt = torch.exp(torch.rand(cfg.d_inner) * (log_max - log_min) + log_min)  # (d_inner,)
+        dt = dt.clamp(min=cfg.dt_init_floor)
+        self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse of softplus
+        A = torch.arange(1, cfg.d_state + 1, dtype=torch.float32)  # (n,)
+        self.A_log.copy_(torch.log(A).expand(cfg.d_inner, -1))  # (d_inner, n)
+        self.D.fill_(1.0)
+        for linear in (self.in_proj, self.out_proj):
+            nn.init.kaiming_uniform_(linear.weight, a=math.sqrt(5))
+            if linear.bias is not None:
+                linear.bias.zero_()
+        self.out_proj.weight /= math.sqrt(cfg.n_layer)
+
+    def _ssm_inputs(self, x: torch.Tensor):
+        """``x (b, l, d_inner)`` -> ``delta`` before bias/softplus ``(b, l, d_inner)``, ``B, C (b, l, N)``."""
+        R, n = self.config.dt_rank, self.config.d_state
+        dt, B, C = self.x_proj(x).split([R, n, n], dim=-1)  # (b, l, R), (b, l, n), (b, l, n)
+        delta = F.linear(dt, self.dt_proj.weight)  # (b, l, d_inner); bias added in the scan
+        return delta, B, C
+
+    def _scan_params(self):
+        """``A (d_inner, N)``, ``D (d_inner,)`` and the delta bias in float32 (float64 if stored so)."""
+        acc = torch.promote_types(self.A_log.dtype, torch.float32)
+        return -torch.exp(self.A_log.to(acc)), self.D.to(acc), self.dt_proj.bias.to(acc)
+
+    def forward(self, hidden: torch.Tensor, cache: InferenceCache | None = None) -> torch.Tensor:
+        """Mix along the sequence: ``hidden (b, l, d_model) -> (b, l, d_model)``, same dtype.
+
+        With a ``cache``, the sequence continues from the cached states (zeros at
+        ``seqlen_offset == 0``: the prefill), and this layer's states are replaced by the
+        final ones. The caller (the model) advances ``cache.seqlen_offset``.
+        """
+        k = self.config.d_conv
+        x, z = self.in_proj(hidden).chunk(2, dim=-1)  # (b, l, d_inner) each
+        acc = torch.promote_types(hidden.dtype, torch.float32)  # float32, or float64
+        x_t = x.transpose(1, 2).to(acc)  # (b, d_inner, l), the convolution runs in float32
+        if cache is not None:
+            prev = cache.conv_states[self.layer_idx][:, :, 1:].to(x_t.dtype)  # (b, d_inner, k-1)
+        else:
+            prev = x_t.new_zeros(x_t.shape[0], x_t.shape[1], k - 1)
+        x_t = torch.cat([prev, x_t], dim=-1)  # (b, d_inner, k-1+l)
+        weight = self.conv1d.weight.to(acc)  # (d_inner, 1, k)
+        bias = self.conv1d.bias.to(acc) if self.conv1d.bias is not None else None
+        x_conv = F.conv1d(x_t, weight, bias, groups=weight.shape[0])  # (b, d_inner, l), causal
+        x = F.silu(x_conv).transpose(1, 2).to(hidden.dtype)  # (b, l, d_inner)
+        delta, B, C = self._ssm_inputs(x)
+        A, D, delta_bias = self._scan_params()
+        h0 = cache.ssm_states[self.layer_idx] if cache is not None else None
+        y, h = selective_scan_parallel(x, delta, A, B, C, D=D, z=z, delta_bias=delta_bias,
+                                       delta_softplus=True, h0=h0, return_last_state=True)
+        if cache is not None:  # rebind (never write in place: h0 may be saved for backward)
+            cache.conv_states[self.layer_idx] = x_t[:, :, -k:].detach().to(cache.dtype)
+            cache.ssm_states[self.layer_idx] = h.detach().to(cache.dtype)
+        return self.out_proj(y)  # (b, l, d_model)
+
+    def step(self, hidden_t: torch.Tensor, cache: InferenceCache) -> torch.Tensor:
+        """One decoding step in constant time: ``hidden_t (b, 1, d_model) -> (b, 1, d_model)``.
+
+        Shifts the new input into ``conv_state``, applies the convolution as a dot product over
+        its ``d_conv`` entries, and advances ``ssm_state`` by one step of the recurrence (the
+        sequential scan with ``l = 1``). Computes the same function as :meth:`forward`.
+        """
+        x, z = self.in_proj(hidden_t).chunk(2, dim=-1)  # (b, 1, d_inner) each
+        conv_state = cache.conv_states[self.layer_idx]  # (b, d_inner, k)
+        conv_state = torch.cat([conv_state[:, :, 1:], x.transpose(1, 2).to(conv_state.dtype)], dim=-1)
+        x_conv = torch.einsum("bdk,dk->bd", conv_state, self.conv1d.weight[:, 0].to(conv_state.dtype))
+        if self.conv1d.bias is not None:
+            x_conv = x_conv + self.conv1d.bias.to(conv_state.dtype)  # (b, d_inner)
+        x = F.silu(x_conv)[:, None].to(hidden_t.dtype)  # (b, 1, d_inner)
+        delta, B, C = self._ssm_inputs(x)
+        A, D, delta_bias = self._scan_params()
+        y, h = selective_scan_sequential(x, delta, A, B, C, D=D, z=z, delta_bias=delta_bias,
+                                         delta_softplus=True, h0=cache.ssm_states[self.layer_idx],
+                                         return_last_state=True)
+        cache.conv_states[self.layer_idx] = conv_state.detach()
+        cache.ssm_states[self.layer_idx] = h.detach().to(cache.dtype)
+        return self.out_proj(y)  # (b, 1, d_model)

@@ -1,0 +1,158 @@
+"""The Mamba language model: embedding, a stack of residual blocks, a final norm, a tied head.
+
+Official counterpart: ``MambaLMHeadModel`` and ``MixerModel`` in
+``mamba_ssm/models/mixer_seq_simple.py`` (state-spaces/mamba, commit 0cce0fa); module names are
+the checkpoint's (``backbone.embedding``, ``backbone.layers.{i}.norm``/``.mixer``,
+``backbone.norm_f``, ``lm_head``), so a state dict loads by name.
+
+The block is pre-norm: ``residual <- residual + mixer(norm(residual))``. The official code
+writes the same sum with a fused add+norm that carries the residual to the next block; the
+result is the same function. With ``residual_in_fp32`` the residual stream stays float32 in a
+bf16/fp16 model. Built in notebook ``06_language_model``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .cache import InferenceCache
+from .config import MambaConfig
+from .mixer import MambaMixer
+from .norm import RMSNorm
+
+
+class ResidualBlock(nn.Module):
+    """``RMSNorm -> MambaMixer -> + residual``: ``(b, l, d_model) -> (b, l, d_model)``."""
+
+    def __init__(self, config: MambaConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.norm = RMSNorm(config.d_model, eps=config.rms_norm_eps)
+        self.mixer = MambaMixer(config, layer_idx)
+
+    def forward(self, residual: torch.Tensor, cache: InferenceCache | None = None) -> torch.Tensor:
+        return residual + self.mixer(self.norm(residual), cache)
+
+    def step(self, residual_t: torch.Tensor, cache: InferenceCache) -> torch.Tensor:
+        return residual_t + self.mixer.step(self.norm(residual_t), cache)
+
+
+class Backbone(nn.Module):
+    """Embedding, residual blocks and final norm (the official ``MixerModel``)."""
+
+    def __init__(self, config: MambaConfig) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(config.padded_vocab_size, config.d_model)
+        self.layers = nn.ModuleList(ResidualBlock(config, i) for i in range(config.n_layer))
+        self.norm_f = RMSNorm(config.d_model, eps=config.rms_norm_eps)
+
+
+class MambaLM(nn.Module):
+    """A Mamba language model with the official structure, names and initialization.
+
+    Args:
+        config: :class:`MambaConfig`.
+
+    The embedding has ``config.padded_vocab_size`` rows; logits have that many columns too
+    (as in the official model), the padded ones never being valid tokens. With
+    ``tie_embeddings`` the head's weight *is* the embedding's (one tensor).
+    """
+
+    def __init__(self, config: MambaConfig) -> None:
+        super().__init__()
+        if not isinstance(config, MambaConfig):
+            raise TypeError(f"config must be a MambaConfig, got {type(config).__name__}")
+        self.config = config
+        self.backbone = Backbone(config)
+        self.lm_head = nn.Linear(config.d_model, config.padded_vocab_size, bias=False)
+        nn.init.normal_(self.backbone.embedding.weight, std=0.02)  # official initializer_range
+        if config.tie_embeddings:
+            self.lm_head.weight = self.backbone.embedding.weight
+
+    def num_parameters(self) -> int:
+        """Number of distinct parameters (a tied head is counted once)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def _check_input_ids(self, input_ids: torch.Tensor, name: str = "input_ids") -> None:
+        if not isinstance(input_ids, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor of token ids, got {type(input_ids).__name__}")
+        if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
+            raise TypeError(f"{name} must hold integer token ids (torch.long), got dtype {input_ids.dtype}")
+        if input_ids.dim() != 2:
+            raise ValueError(f"{name} must have shape (batch, seqlen), got {tuple(input_ids.shape)}; "
+                             f"use input_ids[None] for a single sequence")
+        if input_ids.shape[0] == 0 or input_ids.shape[1] == 0:
+            raise ValueError(f"{name} is empty (shape {tuple(input_ids.shape)}); give at least one token per row")
+        lo, hi = int(input_ids.min()), int(input_ids.max())
+        if lo < 0 or hi >= self.config.vocab_size:
+            raise ValueError(f"{name} must lie in [0, vocab_size={self.config.vocab_size}), "
+                             f"got values in [{lo}, {hi}]")
+
+    def forward(self, input_ids: torch.Tensor, cache: InferenceCache | None = None,
+                num_last_tokens: int = 0, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits for every position: ``input_ids (b, l)`` int -> ``(b, l, padded_vocab_size)``.
+
+        Args:
+            input_ids: token ids in ``[0, vocab_size)``.
+            cache: optional :class:`InferenceCache`; the sequence continues from it and it is
+                updated in place (``seqlen_offset += l``). At ``seqlen_offset == 0``: the prefill.
+            num_last_tokens: when > 0, only the logits of the last ``num_last_tokens`` positions.
+            attention_mask: not implemented yet (padded batches).
+
+        Returns:
+            logits ``(b, l or num_last_tokens, padded_vocab_size)`` in the model's dtype.
+
+        Raises:
+            TypeError: non-integer ids. ValueError: wrong rank, empty input, ids out of range,
+            a cache for another model or batch size, negative ``num_last_tokens``.
+            NotImplementedError: ``attention_mask`` given.
+        """
+        if attention_mask is not None:
+            raise NotImplementedError("attention_mask (padded batches) is not supported yet; "
+                                      "run rows of different lengths separately")
+        self._check_input_ids(input_ids)
+        if isinstance(num_last_tokens, bool) or not isinstance(num_last_tokens, int) or num_last_tokens < 0:
+            raise ValueError(f"num_last_tokens must be an int >= 0, got {num_last_tokens!r}")
+        if cache is not None:
+            cache.check(self.config, input_ids.shape[0])
+        residual = self._embed(input_ids)  # (b, l, d_model)
+        for layer in self.backbone.layers:
+            residual = layer(residual, cache)  # (b, l, d_model)
+        if num_last_tokens > 0:
+            residual = residual[:, -num_last_tokens:]
+        logits = self.lm_head(self.backbone.norm_f(residual))  # (b, l, padded_vocab_size)
+        if cache is not None:
+            cache.seqlen_offset += input_ids.shape[1]
+        return logits
+
+    def step(self, input_ids_t: torch.Tensor, cache: InferenceCache) -> torch.Tensor:
+        """One decoding step: ``input_ids_t (b, 1)`` -> logits ``(b, 1, padded_vocab_size)``.
+
+        Constant time and memory in the sequence length; updates ``cache`` in place and
+        advances ``cache.seqlen_offset`` by one. Equal to the matching row of :meth:`forward`.
+
+        Raises:
+            TypeError/ValueError: as :meth:`forward`; also a shape other than ``(b, 1)``, a
+            missing cache.
+        """
+        self._check_input_ids(input_ids_t, "input_ids_t")
+        if input_ids_t.shape[1] != 1:
+            raise ValueError(f"step takes one token per row, shape (b, 1); got {tuple(input_ids_t.shape)}")
+        if not isinstance(cache, InferenceCache):
+            raise TypeError("step needs an InferenceCache (run a prefill with forward(..., cache=cache) first)")
+        cache.check(self.config, input_ids_t.shape[0])
+        residual = self._embed(input_ids_t)  # (b, 1, d_model)
+        for layer in self.backbone.layers:
+            residual = layer.step(residual, cache)
+        cache.seqlen_offset += 1
+        return self.lm_head(self.backbone.norm_f(residual))  # (b, 1, padded_vocab_size)
+
+    def _embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        hidden = self.backbone.embedding(input_ids)  # (b, l, d_model)
+        return hidden.float() if self.config.residual_in_fp32 and hidden.dtype != torch.float64 else hidden
+
+    def empty_cache(self, batch_size: int) -> InferenceCache:
+        """A fresh :class:`InferenceCache` on this model's device (float64 for a float64 model)."""
+        p = self.backbone.embedding.weight
+        dtype = torch.float64 if p.dtype == torch.float64 else torch.float32
+        return InferenceCache.empty(self.config, batch_size, device=p.device, dtype=dtype)
