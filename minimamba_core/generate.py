@@ -28,6 +28,27 @@ def _check_sampling(temperature, top_k, top_p, min_p, repetition_penalty) -> Non
         raise ValueError(f"repetition_penalty must be > 0 (1 disables it), got {repetition_penalty!r}")
 
 
+def _check_logits(logits, vocab_size, previous_ids) -> None:
+    if not isinstance(logits, torch.Tensor) or not logits.is_floating_point():
+        raise TypeError(f"logits must be a floating-point torch.Tensor (b, V_padded), got "
+                        f"{getattr(logits, 'dtype', type(logits).__name__)}")
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 1:
+        raise ValueError(f"vocab_size must be a positive int, got {vocab_size!r}")
+    if logits.dim() != 2 or logits.shape[0] == 0 or logits.shape[1] < vocab_size:
+        raise ValueError(f"logits must have shape (b >= 1, V_padded >= vocab_size={vocab_size}), got "
+                         f"{tuple(logits.shape)}; take the last position with logits[:, -1]")
+    if previous_ids is not None:
+        if (not isinstance(previous_ids, torch.Tensor) or previous_ids.is_floating_point()
+                or previous_ids.is_complex() or previous_ids.dtype == torch.bool):
+            raise TypeError(f"previous_ids must be an integer tensor (b, t) of token ids, got "
+                            f"{getattr(previous_ids, 'dtype', type(previous_ids).__name__)}")
+        if previous_ids.dim() != 2 or previous_ids.shape[0] != logits.shape[0]:
+            raise ValueError(f"previous_ids must have shape (b={logits.shape[0]}, t), got {tuple(previous_ids.shape)}")
+        if previous_ids.numel() and not 0 <= int(previous_ids.min()) <= int(previous_ids.max()) < vocab_size:
+            raise ValueError(f"previous_ids must lie in [0, vocab_size={vocab_size}), got values in "
+                             f"[{int(previous_ids.min())}, {int(previous_ids.max())}]")
+
+
 def sample_next_token(logits: torch.Tensor, vocab_size: int, temperature: float = 1.0, top_k: int = 0,
                       top_p: float = 1.0, min_p: float = 0.0, repetition_penalty: float = 1.0,
                       previous_ids: torch.Tensor | None = None,
@@ -42,11 +63,15 @@ def sample_next_token(logits: torch.Tensor, vocab_size: int, temperature: float 
     probability is below ``min_p`` times the largest) and a multinomial draw from ``generator``.
 
     Raises:
-        ValueError: a control outside its range (see :func:`generate`).
+        TypeError: non-float ``logits``, non-integer ``previous_ids``.
+        ValueError: a control outside its range (see :func:`generate`), ``logits`` not
+            ``(b, V_padded >= vocab_size)``, ``previous_ids`` for another batch size or out of range.
     """
+    _check_logits(logits, vocab_size, previous_ids)
     _check_sampling(temperature, top_k, top_p, min_p, repetition_penalty)
     logits = logits[:, :vocab_size].float()  # (b, V), padded rows removed
     if repetition_penalty != 1.0 and previous_ids is not None and previous_ids.numel() > 0:
+        previous_ids = previous_ids.long()  # gather and scatter index with int64
         seen = logits.gather(1, previous_ids)  # (b, t)
         seen = torch.where(seen > 0, seen / repetition_penalty, seen * repetition_penalty)
         logits = logits.scatter(1, previous_ids, seen)
@@ -74,7 +99,8 @@ def sample_next_token(logits: torch.Tensor, vocab_size: int, temperature: float 
 def generate(model: MambaLM, input_ids: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
              top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, repetition_penalty: float = 1.0,
              eos_token_id: int | None = None, generator: torch.Generator | None = None,
-             streamer: Callable[[torch.Tensor], None] | None = None) -> torch.Tensor:
+             streamer: Callable[[torch.Tensor], None] | None = None,
+             attention_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Continue each prompt by up to ``max_new_tokens`` tokens.
 
     Args:
@@ -87,6 +113,10 @@ def generate(model: MambaLM, input_ids: torch.Tensor, max_new_tokens: int, tempe
             generation stops early once every row has emitted it.
         generator: a ``torch.Generator`` on the model's device, for reproducible sampling.
         streamer: called with each step's new ids ``(b,)`` as soon as they exist.
+        attention_mask: ``(b, l_prompt)``, 0 on padding, for prompts of different lengths
+            padded on the LEFT (see :meth:`MambaLM.forward`); each row then gets the tokens it
+            gets alone (greedy) and the padding is never penalized by ``repetition_penalty``.
+            Every row needs at least one real token. The returned ids keep the padding.
 
     Returns:
         ``(b, l_prompt + new)`` long ids, ``new <= max_new_tokens`` (fewer only after every row
@@ -97,7 +127,8 @@ def generate(model: MambaLM, input_ids: torch.Tensor, max_new_tokens: int, tempe
 
     Raises:
         TypeError/ValueError: bad ``input_ids`` (as :meth:`MambaLM.forward`), a negative
-        ``max_new_tokens``, a sampling control outside its range, ``eos_token_id`` out of range.
+        ``max_new_tokens``, a sampling control outside its range, ``eos_token_id`` out of range,
+        a bad ``attention_mask`` (as :meth:`MambaLM.forward`) or one with an all-padding row.
     """
     if not isinstance(model, MambaLM):
         raise TypeError(f"model must be a MambaLM, got {type(model).__name__}")
@@ -108,19 +139,31 @@ def generate(model: MambaLM, input_ids: torch.Tensor, max_new_tokens: int, tempe
     vocab_size = model.config.vocab_size
     if eos_token_id is not None and not (isinstance(eos_token_id, int) and 0 <= eos_token_id < vocab_size):
         raise ValueError(f"eos_token_id must be None or an int in [0, {vocab_size}), got {eos_token_id!r}")
+    seen_ids = None  # what the repetition penalty sees: ids with padding replaced
+    if attention_mask is not None:
+        keep = model._check_attention_mask(attention_mask, input_ids)  # (b, l) bool
+        if not bool(keep[:, -1].all()):
+            row = int((~keep[:, -1]).nonzero()[0, 0])
+            raise ValueError(f"attention_mask row {row} is all padding; every prompt needs a token")
+        first = input_ids.gather(1, keep.int().argmax(dim=1, keepdim=True))  # (b, 1) first real id
+        seen_ids = torch.where(keep, input_ids, first)  # (b, l); a repeated id is penalized once
     if max_new_tokens == 0:
         return input_ids
     cache = model.empty_cache(input_ids.shape[0])
-    logits = model(input_ids, cache=cache, num_last_tokens=1)[:, -1]  # (b, V_padded), the prefill
+    logits = model(input_ids, cache=cache, num_last_tokens=1,
+                   attention_mask=attention_mask)[:, -1]  # (b, V_padded), the prefill
     ids = input_ids
     finished = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)  # (b,)
     for i in range(max_new_tokens):
         next_ids = sample_next_token(logits, vocab_size, temperature, top_k, top_p, min_p,
-                                     repetition_penalty, previous_ids=ids, generator=generator)
+                                     repetition_penalty, generator=generator,
+                                     previous_ids=ids if seen_ids is None else seen_ids)
         if eos_token_id is not None:
             next_ids = next_ids.masked_fill(finished, eos_token_id)  # (b,)
             finished = finished | (next_ids == eos_token_id)
         ids = torch.cat([ids, next_ids[:, None]], dim=1)  # (b, l + i + 1)
+        if seen_ids is not None:
+            seen_ids = torch.cat([seen_ids, next_ids[:, None]], dim=1)
         if streamer is not None:
             streamer(next_ids)
         if i + 1 == max_new_tokens or bool(finished.all()):

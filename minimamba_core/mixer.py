@@ -14,12 +14,15 @@ parameter names we keep so checkpoints load by name::
 
 Differences from the official module: no fused CUDA kernels; the convolution is computed in
 float32 in both the full and the step path so that the two agree bit for bit in their inputs;
-``forward`` accepts a cache at any ``seqlen_offset`` (a continuation, not only a prefill).
-Built in notebook ``05_mamba_block``.
+``forward`` accepts a cache at any ``seqlen_offset`` (a continuation, not only a prefill), and
+an ``attention_mask`` for left-padded batches. In a half-precision model the convolution, the
+scan and the states stay float32, also under ``torch.autocast``, and ``A_log`` and ``D`` stay
+float32 parameters (docs/numerics.md measures why). Built in notebook ``05_mamba_block``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -29,6 +32,31 @@ from torch import nn
 from .cache import InferenceCache
 from .config import MambaConfig
 from .scan import selective_scan_parallel, selective_scan_sequential
+
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def _autocast_off(device_type: str):
+    """A region where ``torch.autocast`` does not lower conv/einsum to bf16/fp16 (CPU and CUDA)."""
+    if device_type in ("cpu", "cuda"):
+        return torch.autocast(device_type=device_type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def _skip_left_padding(x_t: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Move each row's left padding in front of its cached inputs, as zeros.
+
+    ``x_t (b, d_inner, k + l)`` holds the ``k`` cached pre-convolution inputs then the ``l`` new
+    ones; ``keep (b, l)`` bool is False on the ``p_b`` padded steps at the start of row ``b``.
+    Returns ``[0 * p_b, cached, real inputs]`` per row, so the convolution sees the real inputs
+    right after the cached ones, exactly as if the padding had not been there.
+    """
+    k = x_t.shape[2] - keep.shape[1]
+    p = (~keep).sum(dim=1, keepdim=True)  # (b, 1) padded steps per row
+    j = torch.arange(x_t.shape[2], device=x_t.device)[None]  # (1, k + l)
+    src = torch.where(j < p, j + k, torch.where(j < k + p, j - p, j))  # (b, k + l)
+    moved = x_t.gather(2, src[:, None, :].expand(-1, x_t.shape[1], -1))  # (b, d_inner, k + l)
+    return moved.masked_fill((j < p)[:, None, :], 0.0)  # the padded inputs become zeros
 
 
 class MambaMixer(nn.Module):
@@ -90,6 +118,23 @@ class MambaMixer(nn.Module):
                 linear.bias.zero_()
         self.out_proj.weight /= math.sqrt(cfg.n_layer)
 
+    def _apply(self, fn, *args, **kwargs):
+        """``.to(torch.bfloat16)``, ``.half()``... cast every parameter but ``A_log`` and ``D``.
+
+        Those two stay float32 in a half-precision model, as the official module keeps them
+        ("Keep A_log in fp32", ``Mamba.__init__``, state-spaces/mamba commit 0cce0fa); their
+        values are kept exactly, not rounded through the half dtype. float64 casts apply to all.
+        """
+        kept = {name: getattr(self, name).detach() for name in ("A_log", "D")}
+        super()._apply(fn, *args, **kwargs)
+        for name, old in kept.items():
+            param = getattr(self, name)
+            if param.dtype in _HALF and old.dtype not in _HALF:
+                param.data = old.to(device=param.device, dtype=old.dtype)
+                if param.grad is not None:
+                    param.grad = param.grad.to(old.dtype)
+        return self
+
     def _ssm_inputs(self, x: torch.Tensor):
         """``x (b, l, d_inner)`` -> ``delta`` before bias/softplus ``(b, l, d_inner)``, ``B, C (b, l, N)``."""
         R, n = self.config.dt_rank, self.config.d_state
@@ -102,31 +147,46 @@ class MambaMixer(nn.Module):
         acc = torch.promote_types(self.A_log.dtype, torch.float32)
         return -torch.exp(self.A_log.to(acc)), self.D.to(acc), self.dt_proj.bias.to(acc)
 
-    def forward(self, hidden: torch.Tensor, cache: InferenceCache | None = None) -> torch.Tensor:
+    def forward(self, hidden: torch.Tensor, cache: InferenceCache | None = None,
+                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Mix along the sequence: ``hidden (b, l, d_model) -> (b, l, d_model)``, same dtype.
 
         With a ``cache``, the sequence continues from the cached states (zeros at
         ``seqlen_offset == 0``: the prefill), and this layer's states are replaced by the
         final ones. The caller (the model) advances ``cache.seqlen_offset``.
+
+        ``attention_mask (b, l)`` bool (validated by the model), False on each row's left
+        padding: padded steps are skipped. Their pre-convolution inputs become zeros placed
+        before the cached ones (at the prefill: the convolution's own zero padding) and their
+        ``delta`` is 0, so ``A_bar = 1``, ``B_bar = 0`` and the state passes through unchanged.
+        Outputs at padded positions are meaningless.
         """
         k = self.config.d_conv
         x, z = self.in_proj(hidden).chunk(2, dim=-1)  # (b, l, d_inner) each
         acc = torch.promote_types(hidden.dtype, torch.float32)  # float32, or float64
-        x_t = x.transpose(1, 2).to(acc)  # (b, d_inner, l), the convolution runs in float32
-        if cache is not None:
-            prev = cache.conv_states[self.layer_idx][:, :, 1:].to(x_t.dtype)  # (b, d_inner, k-1)
-        else:
-            prev = x_t.new_zeros(x_t.shape[0], x_t.shape[1], k - 1)
-        x_t = torch.cat([prev, x_t], dim=-1)  # (b, d_inner, k-1+l)
-        weight = self.conv1d.weight.to(acc)  # (d_inner, 1, k)
-        bias = self.conv1d.bias.to(acc) if self.conv1d.bias is not None else None
-        x_conv = F.conv1d(x_t, weight, bias, groups=weight.shape[0])  # (b, d_inner, l), causal
-        x = F.silu(x_conv).transpose(1, 2).to(hidden.dtype)  # (b, l, d_inner)
-        delta, B, C = self._ssm_inputs(x)
-        A, D, delta_bias = self._scan_params()
-        h0 = cache.ssm_states[self.layer_idx] if cache is not None else None
-        y, h = selective_scan_parallel(x, delta, A, B, C, D=D, z=z, delta_bias=delta_bias,
-                                       delta_softplus=True, h0=h0, return_last_state=True)
+        with _autocast_off(hidden.device.type):  # autocast would run the conv and scan in bf16
+            x_t = x.transpose(1, 2).to(acc)  # (b, d_inner, l), the convolution runs in float32
+            if cache is not None:
+                prev = cache.conv_states[self.layer_idx].to(x_t.dtype)  # (b, d_inner, k)
+            else:
+                prev = x_t.new_zeros(x_t.shape[0], x_t.shape[1], k)
+            x_t = torch.cat([prev, x_t], dim=-1)  # (b, d_inner, k+l)
+            if attention_mask is not None:
+                x_t = _skip_left_padding(x_t, attention_mask)  # (b, d_inner, k+l)
+            weight = self.conv1d.weight.to(acc)  # (d_inner, 1, k)
+            bias = self.conv1d.bias.to(acc) if self.conv1d.bias is not None else None
+            x_conv = F.conv1d(x_t[:, :, 1:], weight, bias, groups=weight.shape[0])  # (b, d_inner, l)
+            x = F.silu(x_conv).transpose(1, 2).to(hidden.dtype)  # (b, l, d_inner)
+            delta, B, C = self._ssm_inputs(x)
+            A, D, delta_bias = self._scan_params()
+            if attention_mask is not None:  # delta = 0 on padded steps: A_bar = 1, B_bar = 0
+                delta = F.softplus(delta.to(acc) + delta_bias)  # (b, l, d_inner), as in the scan
+                delta = delta.masked_fill(~attention_mask[:, :, None], 0.0)
+                delta_bias = None
+            h0 = cache.ssm_states[self.layer_idx] if cache is not None else None
+            y, h = selective_scan_parallel(x, delta, A, B, C, D=D, z=z, delta_bias=delta_bias,
+                                           delta_softplus=attention_mask is None, h0=h0,
+                                           return_last_state=True)
         if cache is not None:  # rebind (never write in place: h0 may be saved for backward)
             cache.conv_states[self.layer_idx] = x_t[:, :, -k:].detach().to(cache.dtype)
             cache.ssm_states[self.layer_idx] = h.detach().to(cache.dtype)
@@ -141,16 +201,17 @@ class MambaMixer(nn.Module):
         """
         x, z = self.in_proj(hidden_t).chunk(2, dim=-1)  # (b, 1, d_inner) each
         conv_state = cache.conv_states[self.layer_idx]  # (b, d_inner, k)
-        conv_state = torch.cat([conv_state[:, :, 1:], x.transpose(1, 2).to(conv_state.dtype)], dim=-1)
-        x_conv = torch.einsum("bdk,dk->bd", conv_state, self.conv1d.weight[:, 0].to(conv_state.dtype))
-        if self.conv1d.bias is not None:
-            x_conv = x_conv + self.conv1d.bias.to(conv_state.dtype)  # (b, d_inner)
-        x = F.silu(x_conv)[:, None].to(hidden_t.dtype)  # (b, 1, d_inner)
-        delta, B, C = self._ssm_inputs(x)
-        A, D, delta_bias = self._scan_params()
-        y, h = selective_scan_sequential(x, delta, A, B, C, D=D, z=z, delta_bias=delta_bias,
-                                         delta_softplus=True, h0=cache.ssm_states[self.layer_idx],
-                                         return_last_state=True)
+        with _autocast_off(hidden_t.device.type):  # float32 conv and scan under autocast too
+            conv_state = torch.cat([conv_state[:, :, 1:], x.transpose(1, 2).to(conv_state.dtype)], dim=-1)
+            x_conv = torch.einsum("bdk,dk->bd", conv_state, self.conv1d.weight[:, 0].to(conv_state.dtype))
+            if self.conv1d.bias is not None:
+                x_conv = x_conv + self.conv1d.bias.to(conv_state.dtype)  # (b, d_inner)
+            x = F.silu(x_conv)[:, None].to(hidden_t.dtype)  # (b, 1, d_inner)
+            delta, B, C = self._ssm_inputs(x)
+            A, D, delta_bias = self._scan_params()
+            y, h = selective_scan_sequential(x, delta, A, B, C, D=D, z=z, delta_bias=delta_bias,
+                                             delta_softplus=True, h0=cache.ssm_states[self.layer_idx],
+                                             return_last_state=True)
         cache.conv_states[self.layer_idx] = conv_state.detach()
         cache.ssm_states[self.layer_idx] = h.detach().to(cache.dtype)
         return self.out_proj(y)  # (b, 1, d_model)

@@ -30,8 +30,9 @@ class ResidualBlock(nn.Module):
         self.norm = RMSNorm(config.d_model, eps=config.rms_norm_eps)
         self.mixer = MambaMixer(config, layer_idx)
 
-    def forward(self, residual: torch.Tensor, cache: InferenceCache | None = None) -> torch.Tensor:
-        return residual + self.mixer(self.norm(residual), cache)
+    def forward(self, residual: torch.Tensor, cache: InferenceCache | None = None,
+                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return residual + self.mixer(self.norm(residual), cache, attention_mask)
 
     def step(self, residual_t: torch.Tensor, cache: InferenceCache) -> torch.Tensor:
         return residual_t + self.mixer.step(self.norm(residual_t), cache)
@@ -97,33 +98,64 @@ class MambaLM(nn.Module):
             cache: optional :class:`InferenceCache`; the sequence continues from it and it is
                 updated in place (``seqlen_offset += l``). At ``seqlen_offset == 0``: the prefill.
             num_last_tokens: when > 0, only the logits of the last ``num_last_tokens`` positions.
-            attention_mask: not implemented yet (padded batches).
+            attention_mask: optional ``(b, l)`` bool or 0/1 integers, 0 on padding, for a batch of
+                LEFT-padded rows (each row ``0...0 1...1``). Padded steps are skipped by every
+                mixer (see :meth:`MambaMixer.forward`), so each row gets the logits it gets alone;
+                logits at padded positions are meaningless. Padded positions must still hold
+                valid ids. With a cache, a continuation may be left-padded too
+                (``seqlen_offset`` then counts padded steps as well).
 
         Returns:
             logits ``(b, l or num_last_tokens, padded_vocab_size)`` in the model's dtype.
 
         Raises:
             TypeError: non-integer ids. ValueError: wrong rank, empty input, ids out of range,
-            a cache for another model or batch size, negative ``num_last_tokens``.
-            NotImplementedError: ``attention_mask`` given.
+            a cache for another model or batch size, negative ``num_last_tokens``, an
+            ``attention_mask`` of another shape, with values other than 0/1, or not left padding.
         """
-        if attention_mask is not None:
-            raise NotImplementedError("attention_mask (padded batches) is not supported yet; "
-                                      "run rows of different lengths separately")
         self._check_input_ids(input_ids)
         if isinstance(num_last_tokens, bool) or not isinstance(num_last_tokens, int) or num_last_tokens < 0:
             raise ValueError(f"num_last_tokens must be an int >= 0, got {num_last_tokens!r}")
         if cache is not None:
+            if not isinstance(cache, InferenceCache):
+                raise TypeError(f"cache must be an InferenceCache or None, got {type(cache).__name__}")
             cache.check(self.config, input_ids.shape[0])
+        if attention_mask is not None:
+            attention_mask = self._check_attention_mask(attention_mask, input_ids)  # (b, l) bool
         residual = self._embed(input_ids)  # (b, l, d_model)
         for layer in self.backbone.layers:
-            residual = layer(residual, cache)  # (b, l, d_model)
+            residual = layer(residual, cache, attention_mask)  # (b, l, d_model)
         if num_last_tokens > 0:
             residual = residual[:, -num_last_tokens:]
         logits = self.lm_head(self.backbone.norm_f(residual))  # (b, l, padded_vocab_size)
         if cache is not None:
             cache.seqlen_offset += input_ids.shape[1]
         return logits
+
+    @staticmethod
+    def _check_attention_mask(attention_mask: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        """Validate a left-padding mask; return it as bool ``(b, l)``, True on real tokens."""
+        if not isinstance(attention_mask, torch.Tensor):
+            raise TypeError(f"attention_mask must be a torch.Tensor (bool or 0/1 integers), "
+                            f"got {type(attention_mask).__name__}")
+        if attention_mask.is_floating_point() or attention_mask.is_complex():
+            raise TypeError(f"attention_mask must hold bool or 0/1 integers, got dtype {attention_mask.dtype}")
+        if attention_mask.shape != input_ids.shape:
+            raise ValueError(f"attention_mask must have the shape of input_ids {tuple(input_ids.shape)}, "
+                             f"got {tuple(attention_mask.shape)}")
+        if attention_mask.device != input_ids.device:
+            raise ValueError(f"attention_mask is on {attention_mask.device} but input_ids on {input_ids.device}")
+        if attention_mask.dtype != torch.bool and bool(((attention_mask != 0) & (attention_mask != 1)).any()):
+            raise ValueError(f"attention_mask must hold only 0 (padding) and 1 (token), got values "
+                             f"{sorted(set(attention_mask.unique().tolist()))}")
+        keep = attention_mask.bool()  # (b, l)
+        bad = keep[:, :-1] & ~keep[:, 1:]  # (b, l-1), a token followed by padding
+        if bool(bad.any()):
+            row, pos = (int(i) for i in bad.nonzero()[0])
+            raise ValueError(f"attention_mask must be left padding (each row 0...0 1...1), got row {row} "
+                             f"with a token at position {pos} followed by padding; pad on the left "
+                             f"(a causal model needs no mask for right padding)")
+        return keep
 
     def step(self, input_ids_t: torch.Tensor, cache: InferenceCache) -> torch.Tensor:
         """One decoding step: ``input_ids_t (b, 1)`` -> logits ``(b, 1, padded_vocab_size)``.
