@@ -197,7 +197,3 @@ def test_step_needs_one_token():
     with pytest.raises(ValueError, match=r"step takes one token per row, shape \(b, 1\)"):
         model.step(_ids(2, 2), cache)
 
-
-def test_attention_mask_not_yet_supported():
-    with pytest.raises(NotImplementedError, match="attention_mask"):
-        _model()(_ids(1, 3), attention_mask=torch.ones(1, 3))
