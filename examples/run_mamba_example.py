@@ -31,10 +31,14 @@ def main() -> None:
         model(input_ids)  # warm-up
         if device.type == "cuda":
             torch.cuda.synchronize()
+        elif device.type == "mps":  # MPS runs asynchronously too: wait before reading the clock
+            torch.mps.synchronize()
         start = time.perf_counter()
         logits = model(input_ids)
         if device.type == "cuda":
             torch.cuda.synchronize()
+        elif device.type == "mps":  # MPS runs asynchronously too: wait before reading the clock
+            torch.mps.synchronize()
         elapsed = time.perf_counter() - start
     print(f"input shape:  {tuple(input_ids.shape)}")
     print(f"output shape: {tuple(logits.shape)}")

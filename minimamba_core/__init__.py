@@ -7,6 +7,8 @@ size), ``A, B, C, D`` the SSM parameters, ``A_bar, B_bar`` their discretized for
 """
 
 from .cache import InferenceCache
+from .checkpoint import CheckpointError, load_pretrained, save_pretrained
+from .compat import InferenceParams, Mamba
 from .config import MambaConfig
 from .devices import describe_device, pick_device
 from .generate import generate, sample_next_token
@@ -14,20 +16,28 @@ from .mixer import MambaMixer
 from .model import MambaLM, ResidualBlock
 from .norm import RMSNorm
 from .scan import selective_scan, selective_scan_parallel, selective_scan_sequential
+from .tokenizer import build_char_tokenizer, load_tokenizer
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CheckpointError",
     "InferenceCache",
+    "InferenceParams",
+    "Mamba",
     "MambaConfig",
     "MambaLM",
     "MambaMixer",
     "RMSNorm",
     "ResidualBlock",
+    "build_char_tokenizer",
     "describe_device",
     "generate",
+    "load_pretrained",
+    "load_tokenizer",
     "pick_device",
     "sample_next_token",
+    "save_pretrained",
     "selective_scan",
     "selective_scan_parallel",
     "selective_scan_sequential",

@@ -1,6 +1,6 @@
 """RMSNorm (Zhang & Sennrich 2019), the normalization of every Mamba block.
 
-``y = x / sqrt(mean(x**2) + eps) * weight``, computed in float32 whatever the input dtype,
+``y = x / sqrt(mean(x**2) + eps) * weight``, computed in float32 (float64 for float64 input),
 as the official ``rms_norm_ref`` does (mamba_ssm/ops/triton/layer_norm.py). Built in notebook
 ``05_mamba_block``.
 """
@@ -28,9 +28,10 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(d))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()  # (..., d)
-        rstd = torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)  # (..., 1)
-        return (x32 * rstd * self.weight.float()).to(self.weight.dtype)
+        acc = torch.promote_types(x.dtype, torch.float32)  # float32, or float64 for float64 input
+        x_acc = x.to(acc)  # (..., d)
+        rstd = torch.rsqrt(x_acc.pow(2).mean(-1, keepdim=True) + self.eps)  # (..., 1)
+        return (x_acc * rstd * self.weight.to(acc)).to(self.weight.dtype)
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[0]}, eps={self.eps}"

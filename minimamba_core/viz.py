@@ -40,6 +40,537 @@ def widget(plot_fn: Callable[..., tuple[Any, dict]], **controls):
 
 
 # ---- notebooks 00-05 (plots added below this line) -------------------------------------------
+# Plots of notebooks 01-05. Each takes the widget's plain values, builds its own small seeded
+# example, and returns ``(fig, data)``: ``data`` holds the numbers drawn (numpy float64 arrays,
+# floats, lists), so tests/test_viz.py asserts on them. Controls: see each notebook's widget cell.
+
+import numpy as np  # noqa: E402  (each section keeps its own imports: sections are edited apart)
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from .config import MambaConfig  # noqa: E402
+from .mixer import MambaMixer  # noqa: E402
+from .scan import selective_scan_sequential  # noqa: E402
+
+DISCRETIZATIONS = ("zoh", "euler", "bilinear")
+SELECTION_SIGNALS = ("pulses", "steps", "noise")
+B_BAR_RULES = ("zoh", "euler")
+SCAN_ALGORITHMS = ("hillis-steele", "blelloch", "blocked")
+
+
+def _check_choice(name: str, value, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+
+
+def _check_int(name: str, value, lo: int, hi: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not lo <= value <= hi:
+        raise ValueError(f"{name} must be an int in [{lo}, {hi}], got {value!r}")
+
+
+def _check_positive(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{name} must be a number > 0, got {value!r}")
+
+
+# -- 01: discretization -------------------------------------------------------------------------
+
+def discretize_scalar(delta: float, A: float, B: float = 1.0, method: str = "zoh") -> tuple[float, float]:
+    """``(A_bar, B_bar)`` of the scalar SSM ``h'(t) = A h(t) + B x(t)`` for the step ``delta``.
+
+    * ``"zoh"``: ``A_bar = exp(delta A)``, ``B_bar = (delta A)^-1 (exp(delta A) - 1) delta B``
+      (paper eq. 4, Gu & Dao 2023);
+    * ``"euler"``: ``A_bar = 1 + delta A``, ``B_bar = delta B``;
+    * ``"bilinear"``: ``A_bar = (1 + delta A / 2) / (1 - delta A / 2)``,
+      ``B_bar = delta B / (1 - delta A / 2)`` (S4, Gu et al. 2022, eq. 3).
+
+    Raises ValueError: ``delta <= 0``, ``A >= 0`` or an unknown ``method``. Notebook 01.
+    """
+    _check_positive("delta", delta)
+    if isinstance(A, bool) or not isinstance(A, (int, float)) or not A < 0:
+        raise ValueError(f"A must be a number < 0 (a stable continuous system), got {A!r}")
+    _check_choice("method", method, DISCRETIZATIONS)
+    dA = delta * A
+    if method == "zoh":
+        return float(np.exp(dA)), float(np.expm1(dA) / A * B)
+    if method == "euler":
+        return 1.0 + dA, delta * B
+    return (1.0 + dA / 2) / (1.0 - dA / 2), delta * B / (1.0 - dA / 2)
+
+
+def plot_discretization(delta: float = 0.5, A: float = -1.0, method: str = "zoh", length: int = 40):
+    """Discrete convolution kernel and step response of ``h' = A h + x, y = h`` (notebook 01).
+
+    Left: ``K_k / delta`` with ``K_k = C A_bar^k B_bar`` (``B = C = 1``) at ``t = k delta``,
+    against the continuous impulse response ``exp(A t)``. Right: the discrete step response
+    ``y_k = K_0 + ... + K_k`` at ``t = (k + 1) delta`` against the continuous one
+    ``(exp(A t) - 1) / A``; zero-order hold lands on it exactly.
+
+    Returns ``(fig, data)``; ``data``: ``A_bar, B_bar`` (floats), ``stable`` (``|A_bar| < 1``),
+    ``memory_steps`` (steps for ``|A_bar|^k`` to fall to ``1/e``; ``inf`` when unstable),
+    ``t (length,)`` = ``k delta``, ``kernel (length,)``, ``step (length,)``, ``step_exact (length,)``
+    (continuous step response at ``(k + 1) delta``).
+
+    Raises ValueError: as :func:`discretize_scalar`, or ``length`` not in ``[1, 10000]``.
+    """
+    A_bar, B_bar = discretize_scalar(delta, A, 1.0, method)
+    _check_int("length", length, 1, 10000)
+    k = np.arange(length, dtype=np.float64)
+    with np.errstate(over="ignore"):
+        kernel = B_bar * A_bar ** k  # (length,)  K_k = C A_bar^k B_bar
+    step = np.cumsum(kernel)  # (length,)  response to x_j = 1 for j >= 0
+    step_exact = np.expm1(A * (k + 1) * delta) / A  # integral_0^t exp(A s) ds at t = (k+1) delta
+    stable = abs(A_bar) < 1.0
+    if not stable:
+        memory = float("inf")
+    elif A_bar == 0.0:
+        memory = 0.0
+    else:
+        memory = float(-1.0 / np.log(abs(A_bar)))
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    t_fine = np.linspace(0.0, length * delta, 400)
+    ax1.plot(t_fine, np.exp(A * t_fine), color="0.55", lw=2, label=r"continuous $C e^{At} B$")
+    ax1.plot(k * delta, kernel / delta, "o-", ms=3.5, color="C0", label=r"discrete $K_k / \Delta$")
+    ax1.axhline(0.0, color="0.8", lw=0.8)
+    ax1.set_xlabel("time t")
+    ax1.set_title(rf"{method}: $\bar A$ = {A_bar:.3f}, $\bar B$ = {B_bar:.3f}")
+    ax2.plot(t_fine, np.expm1(A * t_fine) / A, color="0.55", lw=2, label="continuous")
+    ax2.plot((k + 1) * delta, step, "o", ms=3.5, color="C1", label=f"discrete ({method})")
+    ax2.set_xlabel("time t")
+    if stable:
+        ax2.set_title(f"step response; memory ~ {memory:.1f} steps")
+    else:
+        ax2.set_title(r"step response; unstable: $|\bar A| > 1$", color="C3")
+        for ax, lim in ((ax1, 3.0), (ax2, 3.0 / abs(A))):
+            ax.set_ylim(-lim, lim)
+            ax.text(0.5, 0.9, rf"unstable: $|\bar A|$ = {abs(A_bar):.2f} > 1", color="C3",
+                    transform=ax.transAxes, ha="center")
+    ax1.legend(loc="upper right", fontsize=8)
+    ax2.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    data = dict(A_bar=A_bar, B_bar=B_bar, stable=stable, memory_steps=memory, t=k * delta,
+                kernel=kernel, step=step, step_exact=step_exact)
+    return fig, data
+
+
+# -- 02: selection ------------------------------------------------------------------------------
+
+def selection_signal(signal: str = "pulses", length: int = 48) -> np.ndarray:
+    """The demo inputs of notebook 02, ``(length,)`` float64: ``"pulses"`` (four spikes at
+    4, 13, 22, 35), ``"steps"`` (+1 / -0.5 alternating every 12 tokens), ``"noise"`` (seeded)."""
+    _check_choice("signal", signal, SELECTION_SIGNALS)
+    _check_int("length", length, 1, 10000)
+    t = np.arange(length)
+    if signal == "pulses":
+        x = np.zeros(length)
+        for pos, value in zip((4, 13, 22, 35), (1.0, -0.7, 0.8, -1.0)):
+            if pos < length:
+                x[pos] = value
+        return x
+    if signal == "steps":
+        return np.where((t // 12) % 2 == 0, 1.0, -0.5)
+    return np.random.default_rng(0).normal(0.0, 0.6, length)
+
+
+def diagonal_ssm_states(x: np.ndarray, delta: np.ndarray, A: np.ndarray, rule: str = "zoh") -> np.ndarray:
+    """All states of ``h_t = A_bar_t h_{t-1} + B_bar_t x_t`` for a diagonal ``A`` and ``B = 1``.
+
+    ``x, delta (L,)``, ``A (N,)`` negative; ``A_bar_t = exp(delta_t A)``; ``B_bar_t`` is the exact
+    ZOH ``(exp(delta_t A) - 1) / A`` (``rule="zoh"``) or the Euler ``delta_t`` (``"euler"``, the
+    package's and the official code's rule). Returns ``h (N, L)``, float64. Notebook 02.
+    """
+    _check_choice("rule", rule, B_BAR_RULES)
+    x, delta, A = (np.asarray(v, dtype=np.float64) for v in (x, delta, A))
+    A_bar = np.exp(delta[:, None] * A[None, :])  # (L, N)
+    B_bar = np.expm1(delta[:, None] * A[None, :]) / A[None, :] if rule == "zoh" else \
+        np.broadcast_to(delta[:, None], A_bar.shape)  # (L, N)
+    h = np.zeros(A.shape[0])  # (N,)
+    hs = []
+    for t in range(x.shape[0]):
+        h = A_bar[t] * h + B_bar[t] * x[t]  # (N,)
+        hs.append(h)
+    return np.stack(hs, axis=1) if hs else np.zeros((A.shape[0], 0))  # (N, L)
+
+
+def plot_selection(signal: str = "pulses", pick: int = 22, delta_low: float = 0.05,
+                   delta_high: float = 3.0, rule: str = "zoh", length: int = 48, d_state: int = 8):
+    """What an LTI SSM (S4) and a selective one (S6) keep of the same input (notebook 02).
+
+    Both run ``d_state`` states with ``A_n = -n`` (S4D-Real) and ``B = 1``. S4 uses one step
+    ``delta_low`` for every token; S6 uses ``delta_low`` everywhere except ``delta_high`` at token
+    ``pick``, standing in for a delta computed from the input. Top: ``x_t`` and ``delta_t``;
+    middle and bottom: heatmaps of the states ``h_t`` (state index against time).
+
+    Returns ``(fig, data)``; ``data``: ``x (L,)``, ``delta_s4 (L,)``, ``delta_s6 (L,)``,
+    ``A (N,)``, ``h_s4 (N, L)``, ``h_s6 (N, L)``.
+
+    Raises ValueError: unknown ``signal`` or ``rule``, ``pick`` outside ``[0, length)``,
+    non-positive deltas.
+    """
+    _check_int("length", length, 1, 10000)
+    _check_int("pick", pick, 0, length - 1)
+    _check_int("d_state", d_state, 1, 256)
+    _check_positive("delta_low", delta_low)
+    _check_positive("delta_high", delta_high)
+    x = selection_signal(signal, length)  # (L,)
+    A = -np.arange(1, d_state + 1, dtype=np.float64)  # (N,)
+    delta_s4 = np.full(length, float(delta_low))  # (L,)
+    delta_s6 = delta_s4.copy()
+    delta_s6[pick] = delta_high
+    h_s4 = diagonal_ssm_states(x, delta_s4, A, rule)  # (N, L)
+    h_s6 = diagonal_ssm_states(x, delta_s6, A, rule)
+
+    fig, axes = plt.subplots(3, 1, figsize=(10, 6.6), sharex=True, constrained_layout=True,
+                             gridspec_kw=dict(height_ratios=[1, 1.3, 1.3]))
+    t = np.arange(length)
+    axes[0].bar(t, x, color="0.45", width=0.8, label=r"input $x_t$")
+    axes[0].set_ylabel(r"$x_t$")
+    ax_d = axes[0].twinx()
+    ax_d.semilogy(t, delta_s6, "o-", color="C3", ms=3, label=r"S6 $\Delta_t$")
+    ax_d.semilogy(t, delta_s4, "--", color="C0", label=r"S4 $\Delta$")
+    ax_d.set_ylim(min(delta_low, delta_high) / 3, max(delta_low, delta_high) * 3)
+    ax_d.set_ylabel(r"$\Delta_t$")
+    ax_d.legend(loc="upper right", fontsize=8)
+    axes[0].set_title(f"input '{signal}', B_bar rule: {rule}")
+    vmax = max(np.abs(h_s4).max(), np.abs(h_s6).max(), 1e-12)
+    for ax, h, name in ((axes[1], h_s4, "S4 (fixed delta)"), (axes[2], h_s6, "S6 (delta per token)")):
+        im = ax.imshow(h, aspect="auto", cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest",
+                       extent=(-0.5, length - 0.5, d_state + 0.5, 0.5))
+        ax.axvline(pick, color="k", ls=":", lw=1)
+        ax.set_ylabel("state n  (A = -n)")
+        ax.set_title(f"{name}: states h_t")
+    axes[2].set_xlabel("token t")
+    fig.colorbar(im, ax=list(axes[1:]), label=r"$h_t$")
+    data = dict(x=x, delta_s4=delta_s4, delta_s6=delta_s6, A=A, h_s4=h_s4, h_s6=h_s6)
+    return fig, data
+
+
+# -- 03: the sequential scan --------------------------------------------------------------------
+
+def scan_trace_example(length: int = 40, d_inner: int = 4, d_state: int = 6, seed: int = 0) -> dict:
+    """The seeded scan inputs behind :func:`plot_scan_trace`, float64, batch 1 (notebook 03).
+
+    ``x (1, l, d)`` smooth waves plus noise; ``delta (1, l, d)`` raw, with ``delta_bias (d,)`` set so
+    that after the softplus channel ``d`` has a typical step of ``0.05 * 3**d``; ``A (d, N)`` = -(1..N)
+    (S4D-Real); ``B, C (1, l, N)`` standard normal. No ``D`` skip and no gate.
+    """
+    g = torch.Generator().manual_seed(seed)
+    f64 = torch.float64
+    t = torch.arange(length, dtype=f64)[:, None]  # (l, 1)
+    phase = torch.arange(d_inner, dtype=f64)[None, :]  # (1, d)
+    x = torch.sin(t / 4.0 + phase) + 0.3 * torch.randn(length, d_inner, generator=g, dtype=f64)
+    target = 0.05 * 3.0 ** torch.arange(d_inner, dtype=f64)  # (d,) typical delta per channel
+    return dict(
+        x=x[None],  # (1, l, d)
+        delta=0.5 * torch.randn(1, length, d_inner, generator=g, dtype=f64),  # (1, l, d) before bias
+        delta_bias=target + torch.log(-torch.expm1(-target)),  # (d,) softplus^-1(target)
+        A=-torch.arange(1, d_state + 1, dtype=f64).expand(d_inner, d_state).clone(),  # (d, N)
+        B=torch.randn(1, length, d_state, generator=g, dtype=f64),  # (1, l, N)
+        C=torch.randn(1, length, d_state, generator=g, dtype=f64),  # (1, l, N)
+    )
+
+
+def plot_scan_trace(channel: int = 0, state: int = 0):
+    """One channel and one state of the selective scan over time (notebook 03).
+
+    Runs the recurrence of paper Algorithm 2 (``A_bar = exp(delta A)``, ``B_bar = delta B``) on
+    :func:`scan_trace_example` and draws ``x_t`` with ``delta_t`` of ``channel``, the state
+    ``h_t[channel, state]``, and the output ``y_t[channel] = C_t . h_t[channel]``.
+
+    Returns ``(fig, data)``; ``data``: ``x, delta, h, y (l,)`` for the chosen channel/state,
+    ``y_package (l,)`` (``selective_scan_sequential``'s output for that channel), ``A`` (float).
+
+    Raises ValueError: ``channel`` not in ``[0, 3]`` or ``state`` not in ``[0, 5]``.
+    """
+    ex = scan_trace_example()
+    d_inner, d_state = ex["A"].shape
+    _check_int("channel", channel, 0, d_inner - 1)
+    _check_int("state", state, 0, d_state - 1)
+    delta = F.softplus(ex["delta"] + ex["delta_bias"])[0, :, channel]  # (l,)
+    x = ex["x"][0, :, channel]  # (l,)
+    A = ex["A"][channel]  # (N,)
+    h = torch.zeros_like(A)  # (N,)
+    hs, ys = [], []
+    for t in range(x.shape[0]):
+        h = torch.exp(delta[t] * A) * h + delta[t] * ex["B"][0, t] * x[t]  # (N,)  eq. 2a
+        hs.append(h[state])
+        ys.append(torch.dot(ex["C"][0, t], h))  # eq. 2b
+    y_package = selective_scan_sequential(ex["x"], ex["delta"], ex["A"], ex["B"], ex["C"],
+                                          delta_bias=ex["delta_bias"], delta_softplus=True)
+    data = dict(x=x.numpy(), delta=delta.numpy(), h=torch.stack(hs).numpy(), y=torch.stack(ys).numpy(),
+                y_package=y_package[0, :, channel].numpy(), A=float(A[state]))
+
+    t = np.arange(x.shape[0])
+    fig, axes = plt.subplots(3, 1, figsize=(10, 6), sharex=True)
+    axes[0].plot(t, data["x"], color="0.35", label=r"$x_t$")
+    axes[0].set_ylabel(r"$x_t$")
+    ax_d = axes[0].twinx()
+    ax_d.plot(t, data["delta"], color="C3", label=r"$\Delta_t$")
+    ax_d.set_ylabel(r"$\Delta_t$", color="C3")
+    axes[0].set_title(rf"channel {channel}: input and step size (typical $\Delta$ = {0.05 * 3 ** channel:.2f})")
+    axes[1].plot(t, data["h"], "o-", ms=3, color="C0")
+    axes[1].axhline(0.0, color="0.8", lw=0.8)
+    axes[1].set_ylabel(rf"$h_t$[{channel}, {state}]")
+    axes[1].set_title(rf"state {state} (A = {data['A']:.0f}): decays by $e^{{\Delta_t A}}$ each step")
+    axes[2].plot(t, data["y_package"], color="C2", lw=3, alpha=0.5, label="mm.selective_scan_sequential")
+    axes[2].plot(t, data["y"], "k.", ms=4, label=r"$C_t \cdot h_t$ (this loop)")
+    axes[2].set_ylabel(rf"$y_t$[{channel}]")
+    axes[2].set_xlabel("time t")
+    axes[2].legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    return fig, data
+
+
+# -- 04: parallel scans as schedules ------------------------------------------------------------
+
+def scan_schedule(algorithm: str, length: int, chunk: int = 4) -> list[tuple[str, list]]:
+    """The levels of an inclusive parallel scan, as data (notebook 04).
+
+    Returns a list of ``(name, ops)`` levels, level 0 being the input (no ops). Each op is
+    ``(dst, sources)``: position ``dst`` becomes the combination, left to right with the
+    associative operator, of ``sources``, a tuple of ``(level, position)``; ``()`` is the
+    identity. Positions without an op keep their value. All ops of one level run at once.
+
+    * ``"hillis-steele"``: level ``j`` combines position ``i`` with ``i - 2**(j-1)``; any length.
+    * ``"blelloch"``: up-sweep, clear the root, down-sweep (an exclusive scan), then one
+      elementwise step to make it inclusive; ``length`` a power of two.
+    * ``"blocked"``: the package's scheme with chunks of ``chunk`` steps: each chunk scanned
+      step by step (all chunks at once), the chunk ends scanned, then every chunk fixed up with
+      the state entering it. (The package recurses when there are more than ``chunk`` chunks.)
+
+    Raises ValueError: unknown ``algorithm``; ``length`` < 1; Blelloch with a length that is not
+    a power of two; ``chunk`` < 2.
+    """
+    _check_choice("algorithm", algorithm, SCAN_ALGORITHMS)
+    _check_int("length", length, 1, 4096)
+    _check_int("chunk", chunk, 2, 4096)
+    L = length
+    levels: list[tuple[str, list]] = [("input", [])]
+
+    def prev():
+        return len(levels) - 1
+
+    if algorithm == "hillis-steele":
+        s = 1
+        while s < L:
+            p = prev()
+            levels.append((f"stride {s}", [(i, ((p, i - s), (p, i))) for i in range(s, L)]))
+            s *= 2
+    elif algorithm == "blelloch":
+        if L & (L - 1):
+            raise ValueError(f"length must be a power of two for blelloch, got {L}")
+        s = 1
+        while s < L:
+            p = prev()
+            levels.append((f"up, stride {s}", [(i + 2 * s - 1, ((p, i + s - 1), (p, i + 2 * s - 1)))
+                                               for i in range(0, L, 2 * s)]))
+            s *= 2
+        levels.append(("clear root", [(L - 1, ())]))
+        s = L // 2
+        while s >= 1:
+            p = prev()
+            ops = []
+            for i in range(0, L, 2 * s):
+                left, right = i + s - 1, i + 2 * s - 1
+                ops.append((left, ((p, right),)))  # the prefix before this block moves left
+                ops.append((right, ((p, right), (p, left))))  # ... and absorbs the left half
+            levels.append((f"down, stride {s}", ops))
+            s //= 2
+        p = prev()
+        levels.append(("inclusive", [(i, ((p, i), (0, i))) for i in range(L)]))
+    else:
+        T = chunk
+        n_chunks = -(-L // T)
+        for j in range(1, T):
+            p = prev()
+            ops = [(c * T + j, ((p, c * T + j - 1), (p, c * T + j))) for c in range(n_chunks) if c * T + j < L]
+            if ops:
+                levels.append((f"in chunk, step {j}", ops))
+        ends = [min(c * T + T - 1, L - 1) for c in range(n_chunks)]
+        for c in range(1, n_chunks):
+            p = prev()
+            levels.append((f"chunk ends, step {c}", [(ends[c], ((p, ends[c - 1]), (p, ends[c])))]))
+        p = prev()
+        ops = [(i, ((p, ends[c - 1]), (p, i))) for c in range(1, n_chunks)
+               for i in range(c * T, min(c * T + T, L)) if i != ends[c]]
+        if ops:
+            levels.append(("fix up", ops))
+    return levels
+
+
+def run_schedule(levels: list[tuple[str, list]], inputs: list, combine: Callable, identity) -> list[list]:
+    """Values at every level of a :func:`scan_schedule` for ``inputs`` (a list of length ``L``).
+
+    ``combine(p, q)`` is the associative operator (``p`` first), ``identity`` its neutral
+    element. Returns one list of ``L`` values per level (level 0 is ``inputs``).
+    """
+    values = [list(inputs)]
+    for _, ops in levels[1:]:
+        new = list(values[-1])
+        for dst, sources in ops:
+            acc = identity
+            for lev, pos in sources:
+                acc = combine(acc, values[lev][pos])
+            new[dst] = acc
+        values.append(new)
+    return values
+
+
+def _combine_ranges(p, q):
+    """The operator on index ranges ``(lo, hi)``; ``None`` is the empty range (the identity)."""
+    if p is None:
+        return q
+    if q is None:
+        return p
+    assert p[1] + 1 == q[0], f"combining non-adjacent ranges {p} and {q}"
+    return (p[0], q[1])
+
+
+def plot_scan_tree(algorithm: str = "hillis-steele", length: int = 8, level: int = 3):
+    """A parallel scan drawn level by level: which inputs each position has combined (notebook 04).
+
+    Each box shows the range ``lo:hi`` of inputs folded into that position so far (``-`` is the
+    identity); arrows show the combines, the current ``level`` highlighted, later levels hidden.
+    ``level`` is clamped to the algorithm's number of levels.
+
+    Returns ``(fig, data)``; ``data``: ``level`` (clamped), ``n_levels``, ``names`` (level names),
+    ``ranges`` (per level, ``L`` entries ``(lo, hi)`` or ``None``), ``written`` (positions written at
+    ``level``), ``work`` (combines up to ``level``), ``work_total``, ``depth`` (levels).
+
+    Raises ValueError: as :func:`scan_schedule`, or ``level`` < 0.
+    """
+    levels = scan_schedule(algorithm, length)
+    _check_int("level", level, 0, 10**6)
+    n_levels = len(levels) - 1
+    level = min(level, n_levels)
+    ranges = run_schedule(levels, [(i, i) for i in range(length)], _combine_ranges, None)
+    counts = [sum(max(len(src) - 1, 0) for _, src in ops) for _, ops in levels]  # combines per level
+    written = sorted(dst for dst, _ in levels[level][1])
+
+    fig, ax = plt.subplots(figsize=(0.62 * length + 1.8, 0.5 * n_levels + 1.6))
+    for lev in range(level + 1):
+        for dst, sources in levels[lev][1]:
+            for slev, spos in sources:
+                current = lev == level
+                ax.annotate("", xy=(dst, -lev + 0.18), xytext=(spos, -slev - 0.18),
+                            arrowprops=dict(arrowstyle="-|>", lw=1.6 if current else 0.7,
+                                            color="C3" if current else "0.6", shrinkA=0, shrinkB=0))
+    for lev in range(level + 1):
+        for i, r in enumerate(ranges[lev]):
+            label = "-" if r is None else (f"{r[0]}" if r[0] == r[1] else f"{r[0]}:{r[1]}")
+            hot = lev == level and i in written
+            ax.text(i, -lev, label, ha="center", va="center", fontsize=7.5,
+                    bbox=dict(boxstyle="round,pad=0.25", fc="#ffd9a0" if hot else "white",
+                              ec="C3" if hot else "0.5", lw=0.8))
+    ax.set_yticks([-lev for lev in range(n_levels + 1)])
+    ax.set_yticklabels([name for name, _ in levels], fontsize=8)
+    ax.set_xticks(range(length))
+    ax.set_xlim(-0.7, length - 0.3)
+    ax.set_ylim(-n_levels - 0.6, 0.6)
+    ax.set_xlabel("position i")
+    for side in ("top", "right", "left"):
+        ax.spines[side].set_visible(False)
+    work = sum(counts[: level + 1])
+    ax.set_title(f"{algorithm}, L = {length}: level {level} of {n_levels}, "
+                 f"{work} of {sum(counts)} combines done", fontsize=10)
+    fig.tight_layout()
+    data = dict(level=level, n_levels=n_levels, names=[name for name, _ in levels], ranges=ranges,
+                written=written, work=work, work_total=sum(counts), depth=n_levels)
+    return fig, data
+
+
+# -- 05: the mixer ------------------------------------------------------------------------------
+
+SCRUB_TEXT = "mamba keeps what matters"
+
+
+def mixer_scrub_example(seed: int = 0):
+    """A seeded float64 :class:`MambaMixer` and its input for :func:`plot_mixer_scrub` (notebook 05).
+
+    ``d_model = 16``, ``d_state = 8``, ``d_conv = 4``, ``expand = 2`` (``d_inner = 32``, ``dt_rank = 1``),
+    official initialization. The input is :data:`SCRUB_TEXT`, one character per token, embedded by
+    a seeded random table. Returns ``(mixer, hidden (1, l, 16), tokens)``; the global RNG is untouched.
+    """
+    config = MambaConfig(d_model=16, n_layer=1, vocab_size=32, d_state=8, d_conv=4, expand=2)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        mixer = MambaMixer(config).double()
+        chars = sorted(set(SCRUB_TEXT))
+        table = torch.randn(len(chars), config.d_model, dtype=torch.float64)  # (vocab, d_model)
+    ids = torch.tensor([chars.index(c) for c in SCRUB_TEXT])
+    return mixer, table[ids][None], list(SCRUB_TEXT)  # (1, l, d_model)
+
+
+@torch.no_grad()
+def mixer_selection(mixer: MambaMixer, hidden: torch.Tensor) -> dict:
+    """The input-dependent SSM parameters of ``mixer`` for ``hidden (b, l, d_model)``.
+
+    ``in_proj`` -> ``x, z``; causal depthwise ``conv1d`` + SiLU; ``x_proj`` -> ``(dt, B, C)``;
+    ``delta = softplus(dt_proj(dt))`` (paper Algorithm 2). Returns tensors ``x (b, l, d_inner)``
+    after the convolution, ``z (b, l, d_inner)``, ``delta (b, l, d_inner)`` after the softplus,
+    ``B, C (b, l, N)``, ``A (d_inner, N)``.
+    """
+    cfg = mixer.config
+    l = hidden.shape[1]
+    x, z = mixer.in_proj(hidden).chunk(2, dim=-1)  # (b, l, d_inner) each
+    x = F.conv1d(x.transpose(1, 2), mixer.conv1d.weight, mixer.conv1d.bias, padding=cfg.d_conv - 1,
+                 groups=cfg.d_inner)[..., :l]  # (b, d_inner, l): keep the causal part
+    x = F.silu(x).transpose(1, 2)  # (b, l, d_inner)
+    dt, B, C = mixer.x_proj(x).split([cfg.dt_rank, cfg.d_state, cfg.d_state], dim=-1)
+    delta = F.softplus(mixer.dt_proj(dt))  # (b, l, d_inner)
+    return dict(x=x, z=z, delta=delta, B=B, C=C, A=-torch.exp(mixer.A_log))
+
+
+def plot_mixer_scrub(position: int = 0, channel: int = 0):
+    """Scrub along a sentence: the step ``delta_t`` of one channel, and ``B_t``, ``C_t`` at one token.
+
+    Uses :func:`mixer_scrub_example` (an untrained mixer) and :func:`mixer_selection`. Top:
+    ``delta_t`` of ``channel`` for every token, the chosen ``position`` marked. Bottom: at that
+    position, ``A_bar = exp(delta_t A)`` of the channel's states, and ``B_t``, ``C_t`` (shared by
+    all channels). Bar limits are fixed over the sentence, so moving the slider is comparable.
+
+    Returns ``(fig, data)``; ``data``: ``tokens`` (list of str), ``delta (l,)`` for the channel,
+    ``B, C (l, N)``, ``delta_at`` (float), ``A_bar_at, B_at, C_at (N,)``.
+
+    Raises ValueError: ``position`` not in ``[0, l)`` or ``channel`` not in ``[0, 32)``.
+    """
+    mixer, hidden, tokens = mixer_scrub_example()
+    sel = mixer_selection(mixer, hidden)
+    l, d_inner = sel["delta"].shape[1:]
+    _check_int("position", position, 0, l - 1)
+    _check_int("channel", channel, 0, d_inner - 1)
+    delta = sel["delta"][0, :, channel].numpy()  # (l,)
+    B, C = sel["B"][0].numpy(), sel["C"][0].numpy()  # (l, N)
+    A = sel["A"][channel].numpy()  # (N,)
+    A_bar_at = np.exp(delta[position] * A)  # (N,)
+    data = dict(tokens=tokens, delta=delta, B=B, C=C, delta_at=float(delta[position]), A_bar_at=A_bar_at,
+                B_at=B[position], C_at=C[position])
+
+    fig = plt.figure(figsize=(10, 5.4))
+    grid = fig.add_gridspec(2, 3, height_ratios=[1.2, 1])
+    ax = fig.add_subplot(grid[0, :])
+    ax.semilogy(np.arange(l), delta, "o-", ms=4, color="C3")
+    ax.plot([position], [delta[position]], "o", ms=12, mfc="none", mec="k", mew=2)
+    ax.axvline(position, color="k", ls=":", lw=1)
+    ax.set_xticks(np.arange(l))
+    ax.set_xticklabels(["_" if c == " " else c for c in tokens])
+    ax.set_ylabel(rf"$\Delta_t$, channel {channel}")
+    ax.set_title(f"token {position} = {tokens[position]!r}: delta = {delta[position]:.4f}")
+    n = np.arange(1, B.shape[1] + 1)
+    for j, (vals, name, lim) in enumerate((
+            (A_bar_at, r"$\bar A_t = e^{\Delta_t A}$ (this channel)", (0.0, 1.0)),
+            (B[position], r"$B_t$ (all channels)", (B.min() * 1.1, B.max() * 1.1)),
+            (C[position], r"$C_t$ (all channels)", (C.min() * 1.1, C.max() * 1.1)))):
+        axb = fig.add_subplot(grid[1, j])
+        axb.bar(n, vals, color=("C0", "C1", "C2")[j])
+        axb.set_ylim(*lim)
+        axb.set_xticks(n)
+        axb.set_xlabel("state n")
+        axb.set_title(name, fontsize=10)
+    fig.tight_layout()
+    return fig, data
+
 
 
 # ---- notebooks 06, 07, 10 (plots added below this line) --------------------------------------
@@ -220,7 +751,7 @@ def plot_decode_error(length: int = 128, d_model: int = 32, n_layer: int = 2, d_
     ax.axhline(_np.finfo(_np.float32).eps * scale, color="C0", ls=":", lw=0.8, label="fp32 eps x max|logit|")
     ax.axhline(_np.finfo(_np.float64).eps * scale, color="C1", ls=":", lw=0.8, label="fp64 eps x max|logit|")
     ax.set(xlabel="position t", ylabel="max |step - forward| over the vocabulary",
-           title="cached decoding against the full forward", ylim=(tiny / 10, None))
+           title="cached decoding against the full forward")
     ax.legend(fontsize=8, loc="center right")
     fig.tight_layout()
     return fig, {"positions": positions, "err_fp32": errors["fp32"], "err_fp64": errors["fp64"],
@@ -335,11 +866,166 @@ def plot_time_per_token(d_model: int = 64, n_layer: int = 2, lengths=(16, 32, 64
     ax.plot(lengths, no_cache * 1e3, "o-", label="no cache: forward over the prefix")
     ax.plot(lengths, with_cache * 1e3, "s-", label="cache: one step")
     ax.set(xlabel="position l of the new token", ylabel="ms per token (best of %d)" % repeats,
-           title="time for the next token (illustrative, CPU)", xscale="log", yscale="log")
+           title="time for the next token (illustrative)", yscale="log")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(lengths, [str(l) for l in lengths])
+    ax.minorticks_off()
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig, {"lengths": lengths, "seconds_no_cache": no_cache, "seconds_cache": with_cache}
 
+
+
+_CONTROLS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty")
+
+
+def _token_label(decode: Callable[[list], str], token_id: int) -> str:
+    text = decode([int(token_id)])
+    return {"\n": r"\n", " ": "␣", "": f"#{token_id}"}.get(text, text.replace("\n", r"\n"))
+
+
+@_torch.no_grad()
+def _measure_controls(model, prompt_ids, logits, controls: dict, draws: int, seed: int,
+                      max_new_tokens: int):
+    """Empirical next-token distribution of ``sample_next_token`` and one generated continuation."""
+    unknown = sorted(set(controls) - set(_CONTROLS))
+    if unknown:
+        raise ValueError(f"unknown sampling control(s) {unknown}; known: {list(_CONTROLS)}")
+    vocab = model.config.vocab_size
+    device = logits.device
+    rows = logits[None].expand(draws, -1)  # (draws, V_padded), one row per draw
+    previous = prompt_ids.expand(draws, -1)  # (draws, l): what the repetition penalty sees
+    gen = _torch.Generator(device=device).manual_seed(seed)
+    ids = _sample_next_token(rows, vocab, previous_ids=previous, generator=gen, **controls)  # (draws,)
+    empirical = (_torch.bincount(ids, minlength=vocab).double() / draws).cpu().numpy()  # (V,)
+    gen = _torch.Generator(device=device).manual_seed(seed)
+    out = _generate(model, prompt_ids, max_new_tokens, generator=gen, **controls)
+    return empirical, out[0, prompt_ids.shape[1]:].tolist()
+
+
+def _check_prompt(model, prompt_ids) -> None:
+    if not isinstance(model, _MambaLM):
+        raise TypeError(f"model must be a MambaLM, got {type(model).__name__}")
+    if not isinstance(prompt_ids, _torch.Tensor) or prompt_ids.dim() != 2 or prompt_ids.shape[0] != 1:
+        shape = tuple(prompt_ids.shape) if isinstance(prompt_ids, _torch.Tensor) else type(prompt_ids).__name__
+        raise ValueError(f"prompt_ids must be a tensor of shape (1, l), got {shape}")
+
+
+def _draw_controls(ax_bar, ax_text, name, probs, empirical, top_ids, labels, text, width=34, max_lines=9):
+    import textwrap
+
+    x = _np.arange(len(top_ids))
+    ax_bar.bar(x, probs[top_ids], color="0.8", label="softmax(logits)")
+    ax_bar.bar(x, empirical[top_ids], width=0.5, color="C0", label="sampled (frequency)")
+    ax_bar.set_xticks(x, labels, fontsize=8)
+    ax_bar.set_ylim(0, min(1.0, 1.15 * max(probs[top_ids].max(), empirical[top_ids].max())))
+    kept = int((empirical > 0).sum())
+    ax_bar.set_title(f"{name}\n{kept} token(s) ever drawn", fontsize=9)
+    ax_text.axis("off")
+    lines = []
+    for line in text.split("\n"):  # a newline is drawn as a visible mark, then broken
+        lines.extend(textwrap.wrap(line, width, replace_whitespace=False, drop_whitespace=False) or [""])
+        lines[-1] += "\u21b5"
+    lines[-1] = lines[-1][:-1]
+    shown = "\n".join(lines[:max_lines]) + ("\n..." if len(lines) > max_lines else "")
+    label = ax_text.text(0, 1, shown, family="monospace", fontsize=7, va="top", clip_on=True,
+                         parse_math=False)  # generated text may hold '$': never read it as TeX
+    label.set_in_layout(False)
+
+
+def plot_generation_controls(model, prompt_ids, decode, settings: dict, max_new_tokens: int = 80,
+                             draws: int = 20000, seed: int = 0, top: int = 10, columns: int = 4):
+    """The sampling controls side by side: next-token distribution and a continuation for each.
+
+    For the prompt, the model's next-token logits are sampled ``draws`` times by
+    :func:`~minimamba_core.sample_next_token` under each setting (the repetition penalty sees the
+    prompt), and the frequencies are drawn over the unfiltered softmax for the ``top`` likeliest
+    tokens. Below each, :func:`~minimamba_core.generate` continues the prompt by
+    ``max_new_tokens`` tokens with the same controls and seed.
+
+    Args:
+        model: a :class:`~minimamba_core.MambaLM` in eval mode.
+        prompt_ids: ``(1, l)`` long token ids on the model's device.
+        decode: ``list[int] -> str`` (e.g. ``tokenizer.decode``).
+        settings: ``{title: {control: value}}``, controls among ``temperature, top_k, top_p,
+            min_p, repetition_penalty``.
+        draws: samples per setting for the frequencies. seed: seed of every sampler.
+
+    Returns:
+        ``(fig, data)``; ``data`` holds ``names``, ``probs (V,)`` (softmax of the real-vocabulary
+        logits, float64), ``empirical (len(settings), V)``, ``top_ids (top,)``,
+        ``continuations`` (lists of ids) and ``texts`` (decoded continuations).
+
+    Raises:
+        ValueError: an empty ``settings``, an unknown control, a prompt not of shape ``(1, l)``;
+        a control outside its range (as :func:`~minimamba_core.generate`).
+    """
+    _check_prompt(model, prompt_ids)
+    if not settings:
+        raise ValueError("settings must hold at least one {title: {control: value}} entry")
+    with _torch.no_grad():
+        logits = model(prompt_ids, num_last_tokens=1)[0, -1].float()  # (V_padded,)
+    vocab = model.config.vocab_size
+    probs = _torch.softmax(logits[:vocab].double(), dim=-1).cpu().numpy()  # (V,)
+    top_ids = _np.argsort(-probs, kind="stable")[:top]
+    labels = [_token_label(decode, i) for i in top_ids]
+    names = list(settings)
+    rows = -(-len(names) // columns)
+    cols = min(columns, len(names))
+    fig, axes = plt.subplots(2 * rows, cols, figsize=(3.4 * cols, 3.4 * rows), squeeze=False,
+                             gridspec_kw={"height_ratios": [1, 0.7] * rows})
+    empirical, continuations, texts = [], [], []
+    for j, name in enumerate(names):
+        emp, cont = _measure_controls(model, prompt_ids, logits, dict(settings[name]), draws, seed,
+                                      max_new_tokens)
+        empirical.append(emp)
+        continuations.append(cont)
+        texts.append(decode(cont))
+        r, c = divmod(j, columns)
+        _draw_controls(axes[2 * r, c], axes[2 * r + 1, c], name, probs, emp, top_ids, labels, texts[-1])
+    for j in range(len(names), rows * cols):
+        r, c = divmod(j, columns)
+        axes[2 * r, c].axis("off")
+        axes[2 * r + 1, c].axis("off")
+    axes[0, 0].legend(fontsize=7, loc="upper right")
+    fig.suptitle(f"next token after {decode(prompt_ids[0].tolist())[-30:]!r}, then "
+                 f"{max_new_tokens} generated tokens (seed {seed})", fontsize=10)
+    fig.tight_layout()
+    return fig, {"names": names, "probs": probs, "empirical": _np.stack(empirical), "top_ids": top_ids,
+                 "continuations": continuations, "texts": texts}
+
+
+def plot_sampling(model, prompt_ids, decode, temperature: float = 1.0, top_p: float = 1.0,
+                  seed: int = 0, max_new_tokens: int = 200, draws: int = 20000, top: int = 15):
+    """Temperature and top-p on one prompt with a fixed seed: the widget of notebook 10.
+
+    Left, the frequencies with which :func:`~minimamba_core.sample_next_token` picks each of
+    the ``top`` likeliest next tokens (``draws`` draws) over the unfiltered softmax; right,
+    the continuation :func:`~minimamba_core.generate` writes with these controls and ``seed``.
+    ``temperature == 0`` is greedy decoding.
+
+    Returns:
+        ``(fig, data)``; ``data`` as :func:`plot_generation_controls` for one setting, plus
+        ``text`` (the continuation) and ``kept`` (how many tokens were ever drawn).
+    """
+    _check_prompt(model, prompt_ids)
+    controls = {"temperature": temperature, "top_p": top_p}
+    with _torch.no_grad():
+        logits = model(prompt_ids, num_last_tokens=1)[0, -1].float()  # (V_padded,)
+    vocab = model.config.vocab_size
+    probs = _torch.softmax(logits[:vocab].double(), dim=-1).cpu().numpy()  # (V,)
+    top_ids = _np.argsort(-probs, kind="stable")[:top]
+    labels = [_token_label(decode, i) for i in top_ids]
+    empirical, cont = _measure_controls(model, prompt_ids, logits, controls, draws, seed, max_new_tokens)
+    text = decode(cont)
+    fig, (ax_bar, ax_text) = plt.subplots(1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [1, 1.3]})
+    _draw_controls(ax_bar, ax_text, f"temperature {temperature:g}, top-p {top_p:g}", probs, empirical,
+                   top_ids, labels, text, width=72, max_lines=20)
+    ax_bar.legend(fontsize=7, loc="upper right")
+    ax_text.set_title(f"{max_new_tokens} tokens, seed {seed}", fontsize=9)
+    fig.tight_layout()
+    return fig, {"names": ["sampling"], "probs": probs, "empirical": empirical[None], "top_ids": top_ids,
+                 "continuations": [cont], "texts": [text], "text": text, "kept": int((empirical > 0).sum())}
 
 
 # ---- notebooks 08, 09, 11 (plots added below this line) --------------------------------------

@@ -1,0 +1,254 @@
+"""The fast selective scan: chunks, a hand-written backward that recomputes, an opt-in compiler.
+
+``chunked_scan`` computes ``y_t = C_t . h_t`` and the last state of the recurrence
+``h_t = exp(delta_t A) h_{t-1} + delta_t x_t B_t`` (``scan.py`` adds ``D`` and the gate) as an
+``torch.autograd.Function`` whose backward is written out (the adjoint equations in
+``chunk_scan.py``). The sequence is cut into chunks of ``T`` steps; only the state entering each
+chunk, ``(b, l/T, d_inner, d_state)``, is kept for the backward, which recomputes the states of
+one chunk at a time. Autograd through the blocked scan kept ``(b, l, d_inner, d_state)`` several
+times over; this keeps ``1/T`` of it.
+
+Two schedules compute the same numbers:
+
+* ``"sequential"`` (the default on CPUs): chunks one after another, the state carried between
+  them. A CPU's few cores are already busy with the ``b * d_inner * d_state`` independent
+  channels; small chunks stay in cache and the loop costs one fused ``addcmul_`` per step.
+* ``"parallel"`` (the default on GPUs): all chunks side by side. Each chunk's effect on a state
+  is summarized without a loop (``chunk_summary_forward``), the summaries are scanned the same way
+  recursively to give the state entering every chunk, then every chunk runs its ``T`` steps at
+  once. ``d_inner`` is processed in blocks so that no temporary exceeds ``_BLOCK_ELEMENTS``.
+
+``set_scan_compile(True)`` (or the environment variable ``MINIMAMBA_COMPILE=1``) runs the chunk
+functions through ``torch.compile``; where that is unavailable or fails, it warns once and stays
+eager. Built in notebook ``11_performance``; timed in ``benchmarks/``.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import torch
+
+from . import chunk_scan as cs
+
+_CHUNK = {"sequential": 64, "parallel": 64}  # time steps per chunk, per schedule
+_BLOCK_ELEMENTS = 2 ** 28  # largest (m, T, d_block, n) temporary of the parallel schedule (1 GiB fp32)
+SCHEDULES = ("sequential", "parallel")
+
+_compile = {"on": os.environ.get("MINIMAMBA_COMPILE", "0") == "1", "fns": {}}
+
+
+def set_scan_compile(enabled: bool = True) -> bool:
+    """Switch ``torch.compile`` for the parallel scan on or off; returns whether it is now on.
+
+    Compiling is opt-in (first calls take seconds to minutes). Where ``torch.compile`` is missing,
+    this warns and returns ``False``; a compile that fails at the first call warns and falls back
+    to the eager functions for the rest of the session. Also read from ``MINIMAMBA_COMPILE=1``.
+    """
+    if enabled and not callable(getattr(torch, "compile", None)):
+        warnings.warn("torch.compile is not available in this PyTorch; the scan stays eager",
+                      RuntimeWarning, stacklevel=2)
+        enabled = False
+    _compile["on"] = bool(enabled)
+    _compile["fns"].clear()
+    return _compile["on"]
+
+
+def scan_compile_enabled() -> bool:
+    """Whether :func:`set_scan_compile` has switched compilation on."""
+    return _compile["on"]
+
+
+def _fn(name: str, fn):
+    """``fn``, compiled when the switch is on; falls back to ``fn`` itself if compiling fails."""
+    if not _compile["on"]:
+        return fn
+    if name not in _compile["fns"]:
+        compiled = torch.compile(fn, dynamic=False)
+
+        def guarded(*args):
+            if _compile["fns"].get(name) is fn:  # an earlier failure: stay eager
+                return fn(*args)
+            try:
+                return compiled(*args)
+            except Exception as err:  # noqa: BLE001  (any compiler error: fall back, once)
+                warnings.warn(f"torch.compile failed for {name} ({type(err).__name__}: {err}); "
+                              "the scan falls back to eager", RuntimeWarning, stacklevel=2)
+                _compile["fns"][name] = fn
+                return fn(*args)
+
+        _compile["fns"][name] = guarded
+    return _compile["fns"][name]
+
+
+def _recurrence_states(ds, e, A, h0, T):
+    """States entering each step of ``h_k = exp(ds_k A) h_{k-1} + e_k``, and the last state.
+
+    ``ds (b, K, d)``, ``e (b, K, d, n)``, ``h0 (b, d, n)`` -> ``(b, K, d, n)``, ``(b, d, n)``.
+    A loop when ``K <= T``, else the same blocked scheme one level up (recursively).
+    """
+    b, K, d, n = e.shape
+    if K <= T:
+        states = torch.empty_like(e)
+        h = h0
+        for k in range(K):
+            states[:, k] = h
+            h = torch.exp(ds[:, k, :, None] * A).mul_(h).add_(e[:, k])  # (b, d, n)
+        return states, h
+    G = -(-K // T)
+    pad = G * T - K  # identity steps (ds = 0, e = 0) at the end
+    ds = torch.nn.functional.pad(ds, (0, 0, 0, pad)).view(b * G, T, d)
+    e = torch.nn.functional.pad(e, (0, 0, 0, 0, 0, pad)).view(b * G, T, d, n)
+    c = torch.cumsum(ds, dim=1)  # (bG, T, d)
+    decay = torch.exp((c[:, -1:] - c)[..., None] * A)  # (bG, T, d, n)
+    e_group = (decay * e).sum(1)  # (bG, d, n)   each group's state from zero
+    entering, h_last = _recurrence_states(c[:, -1].view(b, G, d), e_group.view(b, G, d, n), A, h0, T)
+    h = entering.reshape(b * G, d, n)
+    states = torch.empty_like(e)
+    for t in range(T):
+        states[:, t] = h
+        h = torch.exp(ds[:, t, :, None] * A).mul_(h).add_(e[:, t])  # (bG, d, n)
+    return states.view(b, G * T, d, n)[:, :K], h_last
+
+
+def _parallel_forward(x, delta, A, B, C, h0, T):
+    """All chunks side by side; ``x, delta (b, L, d)`` with ``L = nc*T``. Returns
+    ``y (b, L, d)``, states entering every chunk ``(b, nc, d, n)`` and the last state."""
+    b, L, d = x.shape
+    nc, n = L // T, A.shape[1]
+    fold = lambda t: t.reshape(b * nc, T, *t.shape[2:])  # noqa: E731   (b, L, ...) -> (b nc, T, ...)
+    P, h_end = cs.chunk_summary_forward(fold(delta), fold(x), A, fold(B))  # (b nc, d, n)
+    ds = delta.view(b, nc, T, d).sum(2)  # (b, nc, d)
+    entering, h_last = _recurrence_states(ds, h_end.view(b, nc, d, n), A, h0, T)
+    y, _ = cs.chunk_forward(entering.reshape(b * nc, d, n), fold(delta), fold(x), A, fold(B), fold(C))
+    return y.view(b, L, d), entering, h_last
+
+
+def _parallel_backward(x, delta, A, B, C, entering, gy, g_last, T):
+    """Gradients for :func:`_parallel_forward`: ``ddelta, dx (b, L, d)``, ``dB, dC (b, L, n)``,
+    ``dA (d, n)``, ``dh0 (b, d, n)``."""
+    b, L, d = x.shape
+    nc, n = L // T, A.shape[1]
+    fold = lambda t: t.reshape(b * nc, T, *t.shape[2:])  # noqa: E731
+    m_chunk = cs.chunk_summary_backward(fold(delta), A, fold(C), fold(gy))  # (b nc, d, n)
+    ds = delta.view(b, nc, T, d).sum(2)  # (b, nc, d)
+    # The adjoint runs backwards: lam_arriving(c-1) = P_c lam_arriving(c) + m_c, the same
+    # recurrence on the flipped chunk sequence.
+    arriving, _ = _recurrence_states(ds.flip(1), m_chunk.view(b, nc, d, n).flip(1), A, g_last, T)
+    arriving = arriving.flip(1)  # (b, nc, d, n)   adjoint arriving at the end of each chunk
+    ddelta, dx, dB, dC, dA, dh_in = cs.chunk_backward(
+        entering.reshape(b * nc, d, n), arriving.reshape(b * nc, d, n), fold(delta), fold(x), A,
+        fold(B), fold(C), fold(gy))
+    dh0 = dh_in.view(b, nc, d, n)[:, 0]
+    return ddelta.view(b, L, d), dx.view(b, L, d), dB.view(b, L, n), dC.view(b, L, n), dA, dh0
+
+
+def _sequential_forward(x, delta, A, B, C, h0, T):
+    """Chunks one after another: ``y (b, L, d)``, states entering every chunk, the last state."""
+    b, L, d = x.shape
+    fwd = _fn("chunk_forward", cs.chunk_forward_functional) if _compile["on"] else cs.chunk_forward
+    y = torch.empty_like(x)
+    entering = x.new_empty(b, -(-L // T), d, A.shape[1])
+    h = h0
+    for c, t0 in enumerate(range(0, L, T)):
+        s = slice(t0, t0 + T)
+        entering[:, c] = h
+        y[:, s], h = fwd(h, delta[:, s], x[:, s], A, B[:, s], C[:, s])
+    return y, entering, h
+
+
+def _sequential_backward(x, delta, A, B, C, entering, gy, g_last, T):
+    """Gradients for :func:`_sequential_forward`, chunks in reverse order."""
+    bwd = (_fn("chunk_backward", cs.chunk_backward_functional) if _compile["on"]
+           else cs.chunk_backward)
+    ddelta, dx, dB, dC = map(torch.empty_like, (delta, x, B, C))
+    dA = torch.zeros_like(A)
+    lam = g_last
+    for c in reversed(range(entering.shape[1])):
+        s = slice(c * T, (c + 1) * T)
+        ddelta[:, s], dx[:, s], dB[:, s], dC[:, s], dA_c, lam = bwd(
+            entering[:, c], lam, delta[:, s], x[:, s], A, B[:, s], C[:, s], gy[:, s])
+        dA += dA_c
+    return ddelta, dx, dB, dC, dA, lam
+
+
+def _d_blocks(b, L, d, n):
+    """Slices of ``d_inner`` whose ``(b, L, d_block, n)`` temporaries stay under the budget."""
+    step = max(1, min(d, _BLOCK_ELEMENTS // max(1, b * L * n)))
+    return [slice(i, min(d, i + step)) for i in range(0, d, step)]
+
+
+class ChunkedScan(torch.autograd.Function):
+    """``(x, delta, A, B, C, h0) -> (y, h_last)`` with ``y_t = C_t . h_t``; see the module doc.
+
+    ``x, delta (b, l, d)``, ``A (d, n)``, ``B, C (b, l, n)``, ``h0 (b, d, n)``, one float dtype;
+    ``delta`` already biased and softplus-ed. Saves the inputs and the chunk-entry states only.
+    """
+
+    @staticmethod
+    def forward(ctx, x, delta, A, B, C, h0, schedule):
+        T = _CHUNK[schedule]
+        b, L, d = x.shape
+        n = A.shape[1]
+        if schedule == "sequential":
+            y, entering, h_last = _sequential_forward(x, delta, A, B, C, h0, T)
+        else:
+            pad = -L % T  # identity steps: delta = x = B = C = 0 leave the state unchanged
+            xp, dp, Bp, Cp = (torch.nn.functional.pad(t, (0, 0, 0, pad)) for t in (x, delta, B, C))
+            fwd = _fn("parallel_forward", _parallel_forward)
+            y = x.new_empty(b, L + pad, d)
+            entering = x.new_empty(b, (L + pad) // T, d, n)
+            h_last = torch.empty_like(h0)
+            for s in _d_blocks(b, L + pad, d, n):
+                y[..., s], entering[:, :, s], h_last[:, s] = fwd(
+                    xp[..., s], dp[..., s], A[s], Bp, Cp, h0[:, s], T)
+            y = y[:, :L]
+        ctx.save_for_backward(x, delta, A, B, C, entering)
+        ctx.schedule = schedule
+        return y, h_last
+
+    @staticmethod
+    def backward(ctx, gy, g_last):
+        x, delta, A, B, C, entering = ctx.saved_tensors
+        T = _CHUNK[ctx.schedule]
+        b, L, d = x.shape
+        n = A.shape[1]
+        gy = torch.zeros_like(x) if gy is None else gy.contiguous()
+        g_last = x.new_zeros(b, d, n) if g_last is None else g_last.contiguous()
+        if ctx.schedule == "sequential":
+            ddelta, dx, dB, dC, dA, dh0 = _sequential_backward(x, delta, A, B, C, entering, gy,
+                                                               g_last, T)
+        else:
+            pad = -L % T
+            xp, dp, Bp, Cp, gyp = (torch.nn.functional.pad(t, (0, 0, 0, pad))
+                                   for t in (x, delta, B, C, gy))
+            bwd = _fn("parallel_backward", _parallel_backward)
+            ddelta, dx = torch.empty_like(dp), torch.empty_like(xp)
+            dB, dC = torch.zeros_like(Bp), torch.zeros_like(Cp)
+            dA, dh0 = torch.empty_like(A), torch.empty_like(g_last)
+            for s in _d_blocks(b, L + pad, d, n):
+                ddelta[..., s], dx[..., s], dB_s, dC_s, dA[s], dh0[:, s] = bwd(
+                    xp[..., s], dp[..., s], A[s], Bp, Cp, entering[:, :, s], gyp[..., s],
+                    g_last[:, s], T)
+                dB += dB_s
+                dC += dC_s
+            ddelta, dx, dB, dC = (t[:, :L] for t in (ddelta, dx, dB, dC))
+        return dx, ddelta, dA, dB, dC, dh0, None
+
+
+def chunked_scan(x, delta, A, B, C, h0=None, schedule: str | None = None):
+    """``y (b, l, d)`` and the last state ``(b, d, n)`` of the scan without ``D`` and gate.
+
+    Args as :class:`ChunkedScan`, all in one float dtype on one device; ``h0`` zeros when
+    ``None``; ``schedule`` ``"sequential"`` or ``"parallel"``, by default sequential on a CPU
+    and parallel elsewhere. Raises ``ValueError`` for an unknown schedule.
+    """
+    if schedule is None:
+        schedule = "sequential" if x.device.type == "cpu" else "parallel"
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    if h0 is None:
+        h0 = x.new_zeros(x.shape[0], x.shape[2], A.shape[1])
+    contiguous = [t.contiguous() for t in (x, delta, A, B, C, h0)]
+    return ChunkedScan.apply(*contiguous, schedule)

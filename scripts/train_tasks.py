@@ -1,0 +1,119 @@
+"""Train the small task models of notebook 09 (Selective Copying, Induction Heads; S6 and LTI).
+
+Commands (from the repository root; ``--lti`` switches selection off)::
+
+    python scripts/train_tasks.py --task selective_copying --seqlen 256 --n-tokens 8 --out models/tasks/sc_s6
+    python scripts/train_tasks.py --task selective_copying --seqlen 256 --n-tokens 8 --lti --out models/tasks/sc_lti
+    python scripts/train_tasks.py --task induction_heads --seqlen 256 --out models/tasks/ih_s6
+    python scripts/train_tasks.py --task induction_heads --seqlen 256 --lti --out models/tasks/ih_lti
+
+Each run trains the paper's task model (2 layers, ``d_model = 64``, ``d_state = 16``,
+vocabulary 16; Gu & Dao 2023, Appendix E.1) on freshly drawn batches, evaluates a fixed
+validation set (its own seed) every ``--eval-every`` steps, stops early once that set is
+solved (accuracy >= ``--stop-at``), and writes the folder with
+:func:`minimamba_core.tasks.save_task_model`; ``config.json`` records the command, the
+settings, the steps done, the time and the device, and the accuracies measured (for
+Induction Heads at the training length and at 4x, 16x and 64x it). Times for the shipped
+folders are in that file; they were trained on one NVIDIA H200, several runs side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import minimamba_core as mm
+from minimamba_core import tasks
+from minimamba_core.train import evaluate, train
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--task", choices=tasks.TASKS, required=True)
+    p.add_argument("--lti", action="store_true", help="the LTI ablation (delta, B, C independent of the input)")
+    p.add_argument("--seqlen", type=int, default=256, help="training length (selective copying: the context L)")
+    p.add_argument("--n-tokens", type=int, default=8, help="selective copying: tokens to copy, k")
+    p.add_argument("--vocab-size", type=int, default=16)
+    p.add_argument("--d-model", type=int, default=64)
+    p.add_argument("--n-layer", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--steps", type=int, default=4000)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--eval-every", type=int, default=250)
+    p.add_argument("--eval-size", type=int, default=512)
+    p.add_argument("--stop-at", type=float, default=0.995)
+    p.add_argument("--extrapolate", type=int, nargs="*", default=[4, 16, 64],
+                   help="induction heads: test lengths as multiples of --seqlen")
+    p.add_argument("--max-seconds", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--no-progress", action="store_true")
+    return p.parse_args(argv)
+
+
+def validation_set(task: str, seqlen: int, size: int, vocab_size: int, n_tokens: int, seed: int):
+    """A fixed evaluation set: ``size`` rows drawn with ``seed`` (never the training seed)."""
+    g = torch.Generator().manual_seed(seed)
+    return tasks.make_batch(task, size, seqlen, vocab_size, n_tokens, g)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    device = torch.device(args.device) if args.device else mm.pick_device()
+    model = tasks.task_model(args.vocab_size, args.d_model, args.n_layer, selective=not args.lti,
+                             seed=args.seed).to(device)
+    gen = torch.Generator().manual_seed(args.seed + 1)
+
+    def batch_fn(step):
+        return tasks.make_batch(args.task, args.batch_size, args.seqlen, args.vocab_size, args.n_tokens, gen)
+
+    val_x, val_y = validation_set(args.task, args.seqlen, args.eval_size, args.vocab_size, args.n_tokens,
+                                  seed=10_000 + args.seed)
+    best = {"accuracy": -1.0, "state": None}
+
+    def eval_fn(m):
+        r = evaluate(m, val_x, val_y, batch_size=256)
+        if r["accuracy"] > best["accuracy"]:
+            best.update(accuracy=r["accuracy"], state=copy.deepcopy(m.state_dict()))
+        r["stop"] = r["accuracy"] >= args.stop_at
+        return r
+
+    name = f"{args.task} {'LTI' if args.lti else 'S6'}"
+    print(f"{name}: {model.num_parameters():,} parameters, training length {args.seqlen}, "
+          f"{mm.describe_device(device)}", flush=True)
+    hist = train(model, batch_fn, args.steps, lr=args.lr, eval_fn=eval_fn, eval_every=args.eval_every,
+                 progress=not args.no_progress, desc=name, max_seconds=args.max_seconds)
+    model.load_state_dict(best["state"])
+    results = {"train_length": args.seqlen, "accuracy": {}}
+    lengths = [args.seqlen] + ([args.seqlen * f for f in args.extrapolate]
+                               if args.task == "induction_heads" else [])
+    for length in lengths:
+        size = args.eval_size if length <= 4096 else max(64, args.eval_size // 4)
+        x, y = validation_set(args.task, length, size, args.vocab_size, args.n_tokens, seed=20_000 + length)
+        r = evaluate(model, x, y, batch_size=64, chunk_len=2048)
+        results["accuracy"][str(length)] = round(r["accuracy"], 4)
+        print(f"{name}: accuracy at length {length}: {r['accuracy']:.4f} ({r['tokens']} answers)", flush=True)
+    info = {
+        "task": args.task, "selective": not args.lti, "command": "python scripts/train_tasks.py "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "steps_done": len(hist.steps), "train_seconds": round(hist.seconds, 1),
+        "device": mm.describe_device(device), "torch": torch.__version__,
+        "eval_steps": hist.eval_steps, "val_accuracy": [round(e["accuracy"], 4) for e in hist.evals],
+        "results": results,
+    }
+    tasks.save_task_model(model, args.out, info)
+    print(json.dumps({"out": str(args.out), "steps": info["steps_done"], "seconds": info["train_seconds"],
+                      **results}), flush=True)
+    return info
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,903 @@
+"""Real-browser widget check: JupyterLab + Debian's headless Chromium, driven by Python Playwright.
+
+Used by ``tests/test_browser.py``; also runs on its own for a person who wants to look::
+
+    python tests/browser_harness.py [notebooks/NN_name.ipynb ...] [--shots DIR]
+
+What one notebook check does (:meth:`BrowserSession.check_notebook`):
+
+1. opens the notebook in a fresh page (``?reset``: no restored tabs), waits for its kernel
+   through the server's sessions API, then for the toolbar's indicator;
+2. *Edit -> Clear Outputs of All Cells*, then *Run -> Run All Cells* through the menus, and waits
+   until every non-empty code cell has a new execution count;
+3. finds every widget generically: each ``.widget-interact`` container (what
+   ``minimamba_core.viz.widget`` / ``ipywidgets.interact`` renders) in the visible notebook panel,
+   its controls (sliders, dropdowns, selects, toggle/radio buttons, checkboxes, buttons, text
+   boxes) and its figure (the ``<img>``/``<canvas>`` inside the container's output area);
+   the widgets are named after the plot function of the matching ``widget(...)`` call in the
+   cell's source;
+4. for every control: moves it as a person would (mouse drag of a slider handle, choosing
+   another option of a dropdown, a click on a button or check box), checks that the control's
+   value changed and that the figure it controls changed (``<img>`` data URL compared before
+   and after), saving screenshots of the container before and after;
+5. checks that no error output appeared anywhere in the notebook (cells tagged
+   ``raises-exception`` may show their deliberate error, nothing else may).
+
+A widget whose callback does nothing (``MINIMAMBA_WIDGET_NOOP=<plot function>``, honoured by
+``minimamba_core.viz.widget``) shows no figure and none appears after a move: it is reported dead.
+
+Traps handled here (see ``../shared/recipes/browser_check.py`` for where they were found): root
+needs ``--allow-root``; the news toast needs a user-settings override; the toolbar says "idle"
+before the kernel exists; hidden tabs stay in the DOM (selectors are scoped to the visible panel);
+``MPLBACKEND=agg`` from ``make test`` would reach the kernels and hide every inline figure (it is
+removed from the server's environment); autosave is off so the notebooks on disk never change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOK_DIR = REPO / "notebooks"
+
+#: Environment variable naming the Chromium binary; otherwise ``chromium`` /
+#: ``chromium-browser`` on PATH (Debian's package). Never Playwright's own download.
+CHROMIUM_ENV = "MINIMAMBA_CHROMIUM"
+#: The switch ``minimamba_core.viz.widget`` honours (a plot function's name -> no-op callback).
+NOOP_ENV = "MINIMAMBA_WIDGET_NOOP"
+
+# Headless, root-safe, and no background traffic (CI has no outside network).
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+
+# Waits, in seconds. They bound failures only: every wait polls and returns as soon as it can.
+T_SERVER = 60          # JupyterLab answers /api/status
+T_OPEN = 90            # notebook shown and its kernel idle
+T_RUN_ALL = float(os.environ.get("MINIMAMBA_BROWSER_RUN_TIMEOUT", 300))   # Run All finishes
+T_WIDGETS = 20         # interact containers attached after the cells finished
+T_FIRST_FIGURE = 5     # ... and their first figures shown
+T_REDRAW = 60          # a moved control's figure redrawn (callbacks of heavy plots take seconds)
+IDLE_GRACE = 1.5       # kernel idle this long and no new figure: the widget is dead
+POLL = 0.25
+
+# ipywidgets 8 control roots (the ``widget-*`` classes are what its views put on the DOM).
+CONTROL_SELECTOR = ", ".join([
+    ".widget-slider", ".widget-dropdown", ".widget-select", ".widget-toggle-buttons",
+    ".widget-radio", ".widget-checkbox", ".widget-toggle-button:not(.widget-toggle-buttons *)",
+    ".widget-button", ".widget-text", ".widget-textarea", ".widget-play",
+])
+
+# `widget(plot_fn, ...)` (minimamba_core.viz) or `interact(fn, ...)` in a cell's source.
+_CALL = re.compile(r"(?<!def )\b(?:widget|interact(?:_manual)?)\(\s*([A-Za-z_][\w.]*)")
+_MENTIONS_WIDGETS = re.compile(r"\bwidget\(|\binteract|ipywidgets")
+
+
+# ------------------------------------------------------------------------------ discovery
+@dataclass
+class NotebookInfo:
+    """What the notebook file says: its widget calls per cell and its deliberate errors."""
+
+    path: Path
+    calls: dict[int, list[str]]       # cell index -> plot functions of its widget(...) calls
+    raises: set[int]                  # indices of cells tagged raises-exception
+
+    @property
+    def n_widgets(self) -> int:
+        return sum(len(v) for v in self.calls.values())
+
+
+def _code_without_comments(source: str) -> str:
+    return "\n".join(line for line in source.splitlines() if not line.lstrip().startswith("#"))
+
+
+def scan_notebook(path: Path) -> NotebookInfo:
+    """Parse ``path`` (nbformat 4 JSON) for ``widget(...)``/``interact(...)`` calls."""
+    nb = json.loads(Path(path).read_text())
+    calls: dict[int, list[str]] = {}
+    raises: set[int] = set()
+    for i, cell in enumerate(nb["cells"]):
+        if cell["cell_type"] != "code":
+            continue
+        src = _code_without_comments("".join(cell["source"]))
+        names = [m.group(1).rsplit(".", 1)[-1] for m in _CALL.finditer(src)]
+        if names:
+            calls[i] = names
+        if "raises-exception" in cell.get("metadata", {}).get("tags", []):
+            raises.add(i)
+    return NotebookInfo(Path(path), calls, raises)
+
+
+def widget_notebooks(folder: Path = NOTEBOOK_DIR) -> list[Path]:
+    """Every ``*.ipynb`` in ``folder`` whose code mentions widgets, sorted by name."""
+    out = []
+    for path in sorted(Path(folder).glob("*.ipynb")):
+        nb = json.loads(path.read_text())
+        code = "\n".join(_code_without_comments("".join(c["source"]))
+                         for c in nb["cells"] if c["cell_type"] == "code")
+        if _MENTIONS_WIDGETS.search(code):
+            out.append(path)
+    return out
+
+
+def find_chromium() -> str | None:
+    """``$MINIMAMBA_CHROMIUM`` if set (must exist), else Debian's ``chromium`` on PATH."""
+    env = os.environ.get(CHROMIUM_ENV)
+    if env:
+        return shutil.which(env) or (env if Path(env).is_file() else None)
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+# ------------------------------------------------------------------------------ processes
+def process_tree(pid: int) -> list:
+    """``pid`` and all its descendants (psutil processes; empty if gone)."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        return [root] + root.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def processes_mentioning(marker: str) -> list[str]:
+    """``"pid cmdline"`` of every live process whose command line contains ``marker``."""
+    import psutil
+
+    found = []
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if marker in cmd and p.info["pid"] != os.getpid():
+            found.append(f"{p.info['pid']} {cmd[:160]}")
+    return found
+
+
+def processes_by_marker(marker: str) -> list:
+    """psutil processes (still alive) whose command line contains ``marker``."""
+    import psutil
+
+    out = []
+    for line in processes_mentioning(marker):
+        try:
+            out.append(psutil.Process(int(line.split()[0])))
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def kill_all(procs: list, timeout: float = 10) -> None:
+    """SIGTERM, wait, then SIGKILL whatever of ``procs`` is still alive."""
+    import psutil
+
+    for p in procs:
+        try:
+            p.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=5)
+
+
+# ------------------------------------------------------------------------------ server
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LabServer:
+    """One ``jupyter lab`` on 127.0.0.1, a free port, a random token, clean settings in ``scratch``.
+
+    ``env`` entries are added to (``None``: removed from) the server's environment, which the
+    kernels inherit. :meth:`stop` is idempotent and also ends the kernels, even orphaned ones
+    (found by the scratch path in their command line).
+    """
+
+    def __init__(self, root: Path, scratch: Path, env: dict[str, str | None] | None = None):
+        self.root, self.scratch = Path(root), Path(scratch)
+        self.port, self.token = free_port(), secrets.token_urlsafe(24)
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+        self.log_path = self.scratch / "lab.log"
+        self._env = env or {}
+        self._tree: list = []
+
+    def start(self) -> "LabServer":
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        cfg = self.scratch / "jupyter_config"
+        cfg.mkdir(exist_ok=True)
+        (cfg / "jupyter_server_config.py").write_text(
+            "c.LabApp.news_url = None\n"
+            "c.LabApp.check_for_updates_class = 'jupyterlab.NeverCheckForUpdate'\n"
+            "c.LabApp.extension_manager = 'readonly'\n")
+        settings = self.scratch / "lab_settings" / "@jupyterlab"
+        overrides = {
+            # no news toast, no update check (outside traffic); the config alone is not enough
+            "apputils-extension/notification": {"fetchNews": "false", "checkForUpdates": False},
+            # every cell attached to the DOM, so selectors always find it
+            "notebook-extension/tracker": {"windowingMode": "none"},
+            # never write the notebooks under test back to disk
+            "docmanager-extension/plugin": {"autosave": False},
+        }
+        for name, value in overrides.items():
+            f = settings / f"{name}.jupyterlab-settings"
+            f.parent.mkdir(parents=True, exist_ok=True)
+            f.write_text(json.dumps(value))
+        env = dict(os.environ,
+                   JUPYTER_CONFIG_DIR=str(cfg),
+                   JUPYTERLAB_SETTINGS_DIR=str(self.scratch / "lab_settings"),
+                   JUPYTERLAB_WORKSPACES_DIR=str(self.scratch / "lab_workspaces"),
+                   JUPYTER_RUNTIME_DIR=str(self.scratch / "runtime"),
+                   IPYTHONDIR=str(self.scratch / "ipython"),
+                   MINIMAMBA_QUICK="1")
+        env.pop("MPLBACKEND", None)    # `make test` sets agg: the kernels would draw nothing inline
+        env.pop(NOOP_ENV, None)
+        for k, v in self._env.items():
+            if v is None:
+                env.pop(k, None)
+            else:
+                env[k] = v
+        cmd = [sys.executable, "-m", "jupyterlab", "--no-browser",
+               "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={self.port}",
+               "--ServerApp.port_retries=0", f"--IdentityProvider.token={self.token}",
+               f"--ServerApp.root_dir={self.root}"]
+        if os.geteuid() == 0:          # CI runs as root: JupyterLab refuses without this
+            cmd.append("--allow-root")
+        with open(self.log_path, "w") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.time() + T_SERVER
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"jupyter lab exited early:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(f"{self.base}/api/status?token={self.token}",
+                                            timeout=2) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.3)
+        raise RuntimeError(f"jupyter lab did not answer within {T_SERVER} s:\n{self.log_tail()}")
+
+    def api(self, path: str):
+        with urllib.request.urlopen(f"{self.base}/api/{path}?token={self.token}", timeout=10) as r:
+            return json.load(r)
+
+    def kernel_state(self, notebook: str) -> str | None:
+        """``execution_state`` of the kernel of the session whose path is ``notebook``."""
+        for sess in self.api("sessions"):
+            if sess["path"] == notebook:
+                return sess["kernel"]["execution_state"]
+        return None
+
+    def log_tail(self, n: int = 30) -> str:
+        try:
+            return "".join(self.log_path.read_text().splitlines(True)[-n:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        """SIGTERM the server's process group (it shuts its kernels down), then make sure."""
+        if self.proc is None:
+            return
+        tree = process_tree(self.proc.pid)
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+            except ProcessLookupError:
+                pass
+        # kernels run in their own sessions: end any left (descendants seen, or by command line)
+        left = [p for p in tree if p.is_running()] + processes_by_marker(str(self.scratch))
+        if left:
+            kill_all(left)
+        self.proc = None
+
+
+# ------------------------------------------------------------------------------ reports
+@dataclass
+class ControlReport:
+    kind: str                 # slider, dropdown, checkbox, ...
+    label: str                # the control's description
+    action: str               # what was done to it
+    value_before: str
+    value_after: str
+    figure_changed: bool
+    seconds: float
+    problem: str = ""
+
+
+@dataclass
+class WidgetReport:
+    notebook: str
+    cell: int                 # index of the cell in the notebook
+    name: str                 # plot function of the widget(...) call
+    rendered: bool            # controls and a figure were shown after Run All
+    controls: list[ControlReport] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    shots: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and all(not c.problem for c in self.controls)
+
+    @property
+    def id(self) -> str:
+        return f"{self.notebook}:cell{self.cell}:{self.name}"
+
+
+@dataclass
+class NotebookReport:
+    notebook: str
+    widgets: list[WidgetReport] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)     # not tied to one widget
+    stderr: list[str] = field(default_factory=list)       # warnings seen (not failures)
+    timings: dict[str, float] = field(default_factory=dict)
+    shots: list[str] = field(default_factory=list)
+
+    @property
+    def dead(self) -> list[str]:
+        """Ids of the widgets that failed any check."""
+        return [w.id for w in self.widgets if not w.ok]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and not self.dead
+
+    def describe(self) -> str:
+        lines = [f"{self.notebook}: {len(self.widgets)} widget(s), "
+                 + ", ".join(f"{k} {v:.1f} s" for k, v in self.timings.items())]
+        lines += [f"  PROBLEM: {p}" for p in self.problems]
+        for w in self.widgets:
+            lines.append(f"  {'ok  ' if w.ok else 'DEAD'} {w.id}"
+                         + "".join(f"\n      PROBLEM: {p}" for p in w.problems))
+            for c in w.controls:
+                lines.append(f"      {c.kind} {c.label!r}: {c.action}; value {c.value_before!r} -> "
+                             f"{c.value_after!r}; figure changed: {c.figure_changed} "
+                             f"({c.seconds:.1f} s)" + (f"  PROBLEM: {c.problem}" if c.problem else ""))
+        lines += [f"  stderr (not a failure): {s[:200]!r}" for s in self.stderr]
+        return "\n".join(lines)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["dead"] = self.dead
+        return d
+
+
+# ------------------------------------------------------------------------------ page scripts
+# Scan the visible notebook panel; returns {cells: [{index, empty, prompt, errors, stderr,
+# interacts: [{controls: [{kind, label}]}]}], stray: n}. Tags the DOM with data-mm-* ids.
+_SCAN_JS = r"""
+(controlSel) => {
+  const nb = [...document.querySelectorAll('.jp-NotebookPanel')].find(p => p.offsetParent !== null);
+  if (!nb) return null;
+  const kindOf = (el) => {
+    const c = el.classList;
+    if (c.contains('widget-slider')) return 'slider';
+    if (c.contains('widget-dropdown')) return 'dropdown';
+    if (c.contains('widget-select')) return 'select';
+    if (c.contains('widget-toggle-buttons')) return 'toggle-buttons';
+    if (c.contains('widget-radio')) return 'radio';
+    if (c.contains('widget-checkbox')) return 'checkbox';
+    if (c.contains('widget-toggle-button')) return 'toggle-button';
+    if (c.contains('widget-button')) return 'button';
+    if (c.contains('widget-textarea')) return 'textarea';
+    if (c.contains('widget-text')) return 'text';
+    if (c.contains('widget-play')) return 'play';
+    return 'unknown';
+  };
+  const labelOf = (el) => {
+    const l = el.querySelector(':scope > .widget-label, .widget-label');
+    return ((l && l.textContent) || el.textContent || '').trim().slice(0, 60);
+  };
+  const outText = (o) => (o.querySelector('.jp-RenderedText, pre') || o).textContent || '';
+  const cells = [...nb.querySelectorAll('.jp-Cell')].map((cell, index) => {
+    const isCode = cell.classList.contains('jp-CodeCell');
+    const src = isCode ? (cell.querySelector('.cm-content')?.textContent || '') : '';
+    const prompt = isCode ? (cell.querySelector('.jp-InputPrompt')?.textContent || '').trim() : '';
+    const errors = [], stderr = [];
+    for (const o of cell.querySelectorAll('.jp-OutputArea-output')) {
+      if (o.getAttribute('data-mime-type') !== 'application/vnd.jupyter.stderr') continue;
+      const t = outText(o);
+      // an error output (traceback) or a warning written to stderr
+      if (/Traceback \(most recent call last\)|^\s*\w*(Error|Exception)\b/m.test(t)) errors.push(t.slice(0, 2000));
+      else stderr.push(t.slice(0, 500));
+    }
+    const interacts = [...cell.querySelectorAll('.widget-interact')].map((box, k) => {
+      box.setAttribute('data-mm-widget', `${index}-${k}`);
+      const controls = [...box.querySelectorAll(controlSel)]
+        .filter(el => !el.parentElement.closest('.widget-toggle-buttons, .widget-radio'))
+        .map((el, j) => {
+          el.setAttribute('data-mm-control', `${index}-${k}-${j}`);
+          return {kind: kindOf(el), label: labelOf(el)};
+        });
+      return {controls};
+    });
+    return {index, isCode, empty: src.trim() === '', prompt, errors, stderr, interacts};
+  });
+  const stray = [...nb.querySelectorAll(controlSel)].filter(el => !el.closest('.widget-interact')).length;
+  return {cells, stray};
+}
+"""
+
+# Figure signature of an interact container: data URLs of its output's images/canvases + text.
+_FIGURE_JS = r"""
+(box) => {
+  const outs = [...box.querySelectorAll('.widget-output')];
+  const imgs = [], text = [];
+  for (const o of outs) {
+    for (const i of o.querySelectorAll('img')) imgs.push(i.src || '');
+    for (const c of o.querySelectorAll('canvas')) { try { imgs.push(c.toDataURL()); } catch (e) { imgs.push('canvas'); } }
+    text.push(o.innerText || '');
+  }
+  return {imgs, text: text.join('\n')};
+}
+"""
+
+# The value a person reads off a control.
+_VALUE_JS = r"""
+(el) => {
+  const c = el.classList;
+  if (c.contains('widget-slider')) {
+    const r = el.querySelector('.widget-readout');
+    const hs = [...el.querySelectorAll('.noUi-handle')].map(h => h.getAttribute('aria-valuenow'));
+    return (r ? (r.value !== undefined && r.tagName === 'INPUT' ? r.value : r.textContent) : '') + ' ' + hs.join(',');
+  }
+  const sel = el.querySelector('select');
+  if (sel) return [...sel.selectedOptions].map(o => o.textContent).join(',');
+  const checked = el.querySelector('input[type=checkbox], input[type=radio]:checked');
+  if (c.contains('widget-checkbox') && checked) return String(checked.checked);
+  if (c.contains('widget-radio') && checked) return checked.parentElement.textContent.trim();
+  const active = el.querySelectorAll('.mod-active');
+  if (c.contains('widget-toggle-buttons')) return [...active].map(b => b.textContent.trim()).join(',');
+  if (c.contains('widget-toggle-button')) return String(c.contains('mod-active'));
+  const inp = el.querySelector('input, textarea');
+  if (inp) return inp.value;
+  return el.textContent.trim();
+}
+"""
+
+
+def _digest(sig: dict | None) -> str:
+    if not sig:
+        return ""
+    return hashlib.sha1(("\0".join(sig["imgs"]) + "\0" + sig["text"]).encode()).hexdigest()[:12]
+
+
+def _safe(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", s).strip("_")[:40] or "x"
+
+
+# ------------------------------------------------------------------------------ session
+class BrowserSession:
+    """A JupyterLab server and a headless Chromium, started together, stopped together.
+
+    ``with BrowserSession(chromium, shots) as s: report = s.check_notebook(path)``.
+    :meth:`close` is idempotent; it stops the browser, then the server, then kills anything
+    of theirs still running.
+    """
+
+    def __init__(self, chromium: str, shots: Path, root: Path = NOTEBOOK_DIR,
+                 env: dict[str, str | None] | None = None, scratch: Path | None = None,
+                 browser: "BrowserSession | None" = None):
+        self.chromium, self.shots, self.root = chromium, Path(shots), Path(root)
+        self.scratch = Path(scratch or tempfile.mkdtemp(prefix="minimamba-browser-"))
+        self.lab = LabServer(self.root, self.scratch / "lab", env)
+        self._owner = browser is None       # a session may borrow another one's browser
+        self._pw = browser._pw if browser else None
+        self.ctx = browser.ctx if browser else None
+        self._pw_cm = None
+        self._driver: list = []
+        self.timings: dict[str, float] = {}
+
+    # -- lifecycle
+    def __enter__(self) -> "BrowserSession":
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def start(self) -> "BrowserSession":
+        self.shots.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        self.lab.start()
+        self.timings["server start"] = time.perf_counter() - t0
+        if self._owner:
+            from playwright.sync_api import sync_playwright
+
+            import psutil
+
+            t0 = time.perf_counter()
+            before = {p.pid for p in psutil.Process().children()}
+            self._pw_cm = sync_playwright()
+            self._pw = self._pw_cm.start()
+            # the Playwright driver (node) is our new child; Chromium runs under it
+            self._driver = [p for p in psutil.Process().children() if p.pid not in before]
+            self.ctx = self._pw.chromium.launch_persistent_context(
+                str(self.scratch / "chromium-profile"), executable_path=self.chromium,
+                headless=True, args=CHROMIUM_ARGS, viewport={"width": 1280, "height": 900})
+            self.timings["browser launch"] = time.perf_counter() - t0
+        return self
+
+    def close(self) -> None:
+        if self._owner:
+            tree = [q for d in self._driver for q in process_tree(d.pid)]
+            try:
+                if self.ctx is not None:
+                    self.ctx.close()
+            except Exception as exc:
+                print(f"closing the browser: {exc}")
+            finally:
+                self.ctx = None
+                if self._pw_cm is not None:
+                    try:
+                        self._pw_cm.__exit__(None, None, None)
+                    except Exception as exc:
+                        print(f"stopping Playwright: {exc}")
+                    self._pw_cm = None
+            left = [p for p in tree if p.is_running()]
+            left += processes_by_marker(str(self.scratch / "chromium-profile"))
+            if left:
+                kill_all(left)
+        self.lab.stop()
+
+    def leftovers(self) -> list[str]:
+        """Processes still alive that this session started (should be none after close)."""
+        return processes_mentioning(str(self.scratch))
+
+    # -- one notebook
+    def _panel(self, page):
+        return page.locator(".jp-NotebookPanel:visible")
+
+    def _shot(self, target, name: str, report) -> None:
+        path = self.shots / f"{name}.png"
+        try:
+            target.screenshot(path=str(path))
+            report.shots.append(str(path))
+        except Exception as exc:       # a picture is a help, never the verdict
+            print(f"screenshot {name} failed: {exc}")
+
+    def _wait_kernel(self, page, rel: str, timeout: float) -> None:
+        deadline = time.time() + timeout
+        while self.lab.kernel_state(rel) != "idle":
+            if time.time() > deadline:
+                raise TimeoutError(f"kernel of {rel} not idle after {timeout:.0f} s")
+            time.sleep(POLL)
+        self._panel(page).locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(
+            timeout=timeout * 1000)
+
+    def _menu(self, page, menu: str, item: str) -> None:
+        self._panel(page).locator(".jp-Notebook").click(position={"x": 5, "y": 5})
+        page.locator(".lm-MenuBar-itemLabel", has_text=menu).first.click()
+        # exact: 'Restart Kernel and Run All Cells…' also contains 'Run All Cells'
+        page.locator(".lm-Menu-itemLabel").get_by_text(item, exact=True).click()
+
+    def _scan(self, page) -> dict:
+        return page.evaluate(_SCAN_JS, CONTROL_SELECTOR)
+
+    def _wait_run_all(self, page, rel: str, report: NotebookReport) -> dict:
+        """Wait until no cell is queued/running and the kernel is idle; return the last scan."""
+        deadline = time.time() + T_RUN_ALL
+        while True:
+            scan = self._scan(page)
+            code = [c for c in scan["cells"] if c["isCode"] and not c["empty"]]
+            running = [c for c in code if c["prompt"] == "[*]:"]
+            pending = [c for c in code if not re.fullmatch(r"\[\d+\]:", c["prompt"])]
+            if not running and (not pending or self.lab.kernel_state(rel) == "idle"):
+                if not pending:
+                    return scan
+                # Run All stopped early (an error) or never started: give the UI a moment
+                time.sleep(1.0)
+                scan = self._scan(page)
+                code = [c for c in scan["cells"] if c["isCode"] and not c["empty"]]
+                pending = [c for c in code if not re.fullmatch(r"\[\d+\]:", c["prompt"])]
+                if not pending or not any(c["prompt"] == "[*]:" for c in code):
+                    if pending:
+                        report.problems.append(
+                            "Run All stopped: cells never ran: "
+                            + ", ".join(str(c["index"]) for c in pending))
+                    return scan
+            if time.time() > deadline:
+                report.problems.append(f"Run All not finished after {T_RUN_ALL:.0f} s; still "
+                                       f"running/pending cells {[c['index'] for c in pending]}")
+                return scan
+            time.sleep(POLL * 2)
+
+    def _errors(self, scan: dict, info: NotebookInfo) -> tuple[list[str], list[str]]:
+        errors, stderr = [], []
+        for c in scan["cells"]:
+            if c["errors"] and c["index"] not in info.raises:
+                errors += [f"cell {c['index']}: {e.strip()[-600:]}" for e in c["errors"]]
+            stderr += [f"cell {c['index']}: {s.strip()}" for s in c["stderr"]]
+        return errors, stderr
+
+    def check_notebook(self, path: Path) -> NotebookReport:
+        """Open ``path`` (inside the server's root), Run All, move every control; see module doc."""
+        path = Path(path).resolve()
+        rel = path.relative_to(self.root.resolve()).as_posix()
+        info = scan_notebook(path)
+        report = NotebookReport(rel)
+        stem = _safe(path.stem)
+        page = self.ctx.new_page()
+        try:
+            self._check(page, path, rel, info, report, stem)
+        except Exception as exc:
+            report.problems.append(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            self._shot(page, f"{stem}__failure", report)
+        finally:
+            page.close()         # no beforeunload prompt: the page just goes
+            self._shutdown_kernel(rel)
+        return report
+
+    def _shutdown_kernel(self, rel: str) -> None:
+        """End the notebook's session and kernel (one server serves every notebook)."""
+        try:
+            for sess in self.lab.api("sessions"):
+                if sess["path"] == rel:
+                    req = urllib.request.Request(
+                        f"{self.lab.base}/api/sessions/{sess['id']}?token={self.lab.token}",
+                        method="DELETE")
+                    urllib.request.urlopen(req, timeout=20).close()
+        except OSError as exc:
+            print(f"could not shut the kernel of {rel} down: {exc}")
+
+    def _check(self, page, path: Path, rel: str, info: NotebookInfo, report: NotebookReport,
+               stem: str) -> None:
+        t0 = time.perf_counter()
+        page.goto(f"{self.lab.base}/lab/tree/{rel}?reset&token={self.lab.token}")
+        panel = self._panel(page)
+        panel.locator(".jp-Cell").first.wait_for(timeout=T_OPEN * 1000)
+        self._wait_kernel(page, rel, T_OPEN)
+        report.timings["open"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        self._menu(page, "Edit", "Clear Outputs of All Cells")   # stored outputs must not count
+        page.wait_for_function(
+            """() => { const nb = [...document.querySelectorAll('.jp-NotebookPanel')]
+                         .find(p => p.offsetParent !== null);
+                       return nb && nb.querySelectorAll('.jp-OutputArea-output').length === 0; }""",
+            timeout=15_000)
+        self._menu(page, "Run", "Run All Cells")
+        scan = self._wait_run_all(page, rel, report)
+        # widget views attach after their cell finished: wait for the expected containers
+        # (and their first figures: a few seconds at most, else the widget is dead)
+        deadline, fig_deadline = time.time() + T_WIDGETS, None
+        while True:
+            counts = {c["index"]: len(c["interacts"]) for c in scan["cells"]}
+            missing = {i: len(n) - counts.get(i, 0) for i, n in info.calls.items()
+                       if counts.get(i, 0) < len(n)}
+            if not missing:
+                fig_deadline = fig_deadline or time.time() + T_FIRST_FIGURE
+                figures = panel.locator(".widget-interact").evaluate_all(
+                    f"bs => bs.map(b => ({_FIGURE_JS})(b).imgs.length)")
+                if all(figures) or time.time() > fig_deadline:
+                    break
+            elif time.time() > deadline:
+                break
+            time.sleep(POLL * 2)
+            scan = self._scan(page)
+        report.timings["run all"] = time.perf_counter() - t0
+        for i, n in missing.items():
+            report.problems.append(f"cell {i}: {n} of {len(info.calls[i])} widget(s) "
+                                   f"({', '.join(info.calls[i])}) never rendered")
+        if scan["stray"]:
+            report.problems.append(f"{scan['stray']} control(s) outside any interact container: "
+                                   "no figure to map them to (extend tests/browser_harness.py)")
+        errors, report.stderr = self._errors(scan, info)
+        report.problems += [f"error output after Run All: {e}" for e in errors]
+        self._shot(page, f"{stem}__1_after_run_all", report)
+
+        t0 = time.perf_counter()
+        for cell in scan["cells"]:
+            names = info.calls.get(cell["index"], [])
+            for k, box_info in enumerate(cell["interacts"]):
+                name = names[k] if k < len(names) else f"interact{k}"
+                w = WidgetReport(rel, cell["index"], name, rendered=False)
+                report.widgets.append(w)
+                self._check_widget(page, rel, cell["index"], k, box_info, w, stem)
+        report.timings["widgets"] = time.perf_counter() - t0
+
+        scan = self._scan(page)
+        errors, report.stderr = self._errors(scan, info)
+        report.problems += [f"error output after moving the widgets: {e}" for e in errors
+                            if f"error output after Run All: {e}" not in report.problems]
+        self._shot(page, f"{stem}__2_after_widgets", report)
+
+    def _figure(self, box) -> dict:
+        return box.evaluate(_FIGURE_JS)
+
+    def _wait_redraw(self, box, rel: str, before: str, had_figure: bool) -> tuple[dict, bool]:
+        """Poll until the figure differs from ``before`` and is stable, or the kernel has been
+        idle for IDLE_GRACE s with nothing new (a dead callback), or T_REDRAW passed."""
+        start = time.time()
+        idle_since = None
+        while True:
+            sig = self._figure(box)
+            if _digest(sig) != before and (sig["imgs"] or not had_figure):
+                # changed: let queued callbacks (a drag sends several values) finish and settle
+                last, stable_since = _digest(sig), time.time()
+                while time.time() - start < T_REDRAW:
+                    time.sleep(POLL)
+                    sig = self._figure(box)
+                    if _digest(sig) != last:
+                        last, stable_since = _digest(sig), time.time()
+                    elif (self.lab.kernel_state(rel) == "idle"
+                          and time.time() - stable_since > 2 * POLL):
+                        break
+                return sig, True
+            now = time.time()
+            if self.lab.kernel_state(rel) == "idle":
+                idle_since = idle_since or now
+                if now - start > 0.5 and now - idle_since > IDLE_GRACE:
+                    return sig, False
+            else:
+                idle_since = None
+            if now - start > T_REDRAW:
+                return sig, False
+            time.sleep(POLL)
+
+    def _check_widget(self, page, rel: str, cell: int, k: int, box_info: dict, w: WidgetReport,
+                      stem: str) -> None:
+        box = self._panel(page).locator(f"[data-mm-widget='{cell}-{k}']")
+        tag = f"{stem}__cell{cell}_{_safe(w.name)}"
+        box.scroll_into_view_if_needed()
+        sig = self._figure(box)
+        w.rendered = bool(box_info["controls"]) and bool(sig["imgs"])
+        if not box_info["controls"]:
+            w.problems.append("no controls rendered")
+        if not sig["imgs"]:
+            w.problems.append("no figure rendered after Run All")
+        self._shot(box, f"{tag}__0_before", w)
+        for j, ctl in enumerate(box_info["controls"]):
+            el = box.locator(f"[data-mm-control='{cell}-{k}-{j}']")
+            before_sig = self._figure(box)
+            before = _digest(before_sig)
+            value_before = el.evaluate(_VALUE_JS)
+            t0 = time.perf_counter()
+            try:
+                action = self._move(page, el, ctl["kind"])
+            except Exception as exc:
+                w.controls.append(ControlReport(ctl["kind"], ctl["label"], "could not move",
+                                                value_before, value_before, False,
+                                                time.perf_counter() - t0,
+                                                f"{type(exc).__name__}: {str(exc).splitlines()[0]}"))
+                continue
+            sig, changed = self._wait_redraw(box, rel, before, bool(before_sig["imgs"]))
+            value_after = el.evaluate(_VALUE_JS)
+            problem = ""
+            if value_after == value_before and ctl["kind"] not in ("button", "play"):
+                problem = "the control's value did not change"
+            elif not sig["imgs"]:
+                problem = "no figure after the move"
+            elif not changed:
+                problem = "the figure did not change"
+            w.controls.append(ControlReport(ctl["kind"], ctl["label"], action, value_before,
+                                            value_after, changed, time.perf_counter() - t0, problem))
+            self._shot(box, f"{tag}__{j + 1}_after_{_safe(ctl['label'])}", w)
+
+    def _move(self, page, el, kind: str) -> str:
+        """Move one control the way a person would; returns what was done."""
+        el.scroll_into_view_if_needed()
+        if kind == "slider":
+            handle = el.locator(".noUi-handle").first
+            track = el.locator(".noUi-base, .noUi-target").first.bounding_box()
+            hb = handle.bounding_box()
+            x, y = hb["x"] + hb["width"] / 2, hb["y"] + hb["height"] / 2
+            frac = (x - track["x"]) / max(track["width"], 1)
+            target = 0.85 if frac < 0.5 else 0.15          # far from where it is: always a new step
+            x1 = track["x"] + target * track["width"]
+            page.mouse.move(x, y)
+            page.mouse.down()
+            page.mouse.move(x1, y, steps=3)
+            page.mouse.up()
+            return f"mouse drag of the handle to {target:.0%} of the track"
+        if kind in ("dropdown", "select"):
+            sel = el.locator("select")
+            options = sel.locator("option").all_text_contents()
+            current = sel.evaluate("s => s.selectedIndex")
+            pick = (current + 1) % len(options)
+            # headless Chromium draws a native <select> popup outside the DOM: choosing an
+            # option is Playwright's select_option (a real user-initiated change event)
+            sel.select_option(index=pick)
+            return f"chose option {options[pick]!r}"
+        if kind == "toggle-buttons":
+            btn = el.locator(".widget-toggle-button:not(.mod-active)").first
+            text = btn.inner_text()
+            btn.click()
+            return f"clicked {text!r}"
+        if kind == "radio":
+            opt = el.locator("label:has(input:not(:checked))").first
+            text = opt.inner_text()
+            opt.click()
+            return f"clicked {text.strip()!r}"
+        if kind == "checkbox":
+            el.locator("input[type=checkbox]").click()
+            return "clicked the check box"
+        if kind in ("button", "toggle-button"):
+            (el if el.evaluate("e => e.tagName") == "BUTTON" else el.locator("button").first).click()
+            return "clicked"
+        if kind in ("text", "textarea"):
+            box = el.locator("input, textarea").first
+            if box.get_attribute("type") == "number":
+                box.click()
+                page.keyboard.press("ArrowUp")
+                page.keyboard.press("Enter")
+                return "ArrowUp + Enter in the number box"
+            box.click()
+            page.keyboard.press("End")
+            page.keyboard.type("x")
+            page.keyboard.press("Enter")
+            return "typed 'x' + Enter"
+        raise ValueError(f"no way to move a {kind!r} control yet (extend BrowserSession._move)")
+
+
+# ------------------------------------------------------------------------------ docs
+def save_doc_shot(src: Path, dest: Path, max_bytes: int = 200_000) -> Path:
+    """Copy a screenshot for docs/, quantized to a palette so it stays under ``max_bytes``."""
+    from PIL import Image
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    img = Image.open(src).convert("RGB")
+    for colors in (256, 128, 64):
+        img.quantize(colors=colors, method=Image.Quantize.MEDIANCUT).save(dest, optimize=True)
+        if dest.stat().st_size <= max_bytes:
+            break
+    return dest
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Move every widget of the notebooks in a real browser.")
+    ap.add_argument("notebooks", nargs="*", type=Path, help="default: every widget notebook")
+    ap.add_argument("--shots", type=Path, default=Path(tempfile.gettempdir()) / "minimamba-browser")
+    ap.add_argument("--json", type=Path, help="write the reports here")
+    args = ap.parse_args(argv)
+    chromium = find_chromium()
+    if not chromium:
+        print(f"no Chromium: install Debian's `chromium` or set {CHROMIUM_ENV}")
+        return 2
+    notebooks = args.notebooks or widget_notebooks()
+    t0 = time.perf_counter()
+    reports = []
+    with BrowserSession(chromium, args.shots) as s:
+        for nb in notebooks:
+            reports.append(s.check_notebook(nb))
+            print(reports[-1].describe(), flush=True)
+        timings = s.timings
+    print(f"total {time.perf_counter() - t0:.1f} s ({timings}); screenshots in {args.shots}")
+    if args.json:
+        args.json.write_text(json.dumps([r.to_json() for r in reports], indent=1))
+    return 0 if all(r.ok for r in reports) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
