@@ -49,8 +49,11 @@ class InferenceCache:
             dtype: float32 (default) or float64; never the half-precision model dtype.
 
         Raises:
+            TypeError: ``config`` is not a :class:`MambaConfig`.
             ValueError: ``batch_size < 1`` or a dtype other than float32/float64.
         """
+        if not isinstance(config, MambaConfig):
+            raise TypeError(f"config must be a MambaConfig, got {type(config).__name__}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         if dtype not in (torch.float32, torch.float64):
@@ -70,6 +73,8 @@ class InferenceCache:
 
     def check(self, config: MambaConfig, batch_size: int) -> None:
         """Raise ``ValueError`` when this cache was built for another model or batch size."""
+        if not isinstance(config, MambaConfig):
+            raise TypeError(f"config must be a MambaConfig, got {type(config).__name__}")
         wanted = (config.n_layer, config.d_inner, config.d_conv, config.d_state)
         have = (len(self.ssm_states), self.conv_states[0].shape[1], self.conv_states[0].shape[2],
                 self.ssm_states[0].shape[2])

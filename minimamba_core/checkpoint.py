@@ -28,6 +28,11 @@ with ``V`` = its ``vocab_size`` = its rows. Saving in the Hugging Face layout wr
 ``pad_vocab_size_multiple`` as they are. Logits always have ``padded_vocab_size`` columns,
 the same number as the other implementation's.
 
+Numerics: transformers' ``MambaRMSNorm`` casts the normalized activations to the input dtype
+before multiplying by the weight, ours multiplies in float32 and casts after; in float32 the two
+are the same, in bf16/fp16 they differ by one rounding. Logits agree with ``MambaForCausalLM``
+to a relative error below 1e-5 in float32 (tests/test_checkpoint.py).
+
 Loading checks everything before a weight is used (names, shapes, bias flags, vocabulary
 padding, the config against the tensors, truncated or foreign files) and raises one
 :class:`CheckpointError` that names each key and the fix; there is never a half-loaded
@@ -62,8 +67,10 @@ SAFETENSORS_INDEX = "model.safetensors.index.json"
 BIN_FILE = "pytorch_model.bin"
 BIN_INDEX = "pytorch_model.bin.index.json"
 TOKENIZER_FILE = "tokenizer.json"
-# what a Hub download fetches (weights, configs, tokenizer; never other formats)
-HUB_PATTERNS = ["*.json", "*.safetensors", "pytorch_model*.bin"]
+# what a Hub download fetches: configs and tokenizer, and safetensors weights; the pickled
+# .bin weights only when the repository has no safetensors (state-spaces/mamba-130m has none)
+HUB_PATTERNS = ["*.json", "*.safetensors"]
+HUB_FALLBACK_PATTERNS = ["*.json", "pytorch_model*.bin"]
 # files that save_pretrained may replace in an existing folder
 _CHECKPOINT_FILE = re.compile(r"(config|generation_config|tokenizer|tokenizer_config|special_tokens_map)\.json"
                               r"|model(-\d+-of-\d+)?\.safetensors(\.index\.json)?"
@@ -383,7 +390,10 @@ def _hub_download(repo_id: str) -> str:
             f"huggingface_hub (pip install huggingface_hub); or download the folder elsewhere and pass "
             f"its local path") from None
     try:
-        return huggingface_hub.snapshot_download(repo_id, allow_patterns=HUB_PATTERNS)
+        folder = huggingface_hub.snapshot_download(repo_id, allow_patterns=HUB_PATTERNS)
+        if not any((Path(folder) / f).is_file() for f in (SAFETENSORS_FILE, SAFETENSORS_INDEX)):
+            folder = huggingface_hub.snapshot_download(repo_id, allow_patterns=HUB_FALLBACK_PATTERNS)
+        return folder
     except Exception as err:  # network down, offline mode, unknown or gated repository, ...
         raise CheckpointError(
             f"could not download {repo_id!r} from the Hugging Face Hub ({type(err).__name__}: "
@@ -464,7 +474,7 @@ def load_pretrained(path: str | os.PathLike, device: torch.device | str | None =
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{where}: config.json holds a bad value: {err}") from None
     if config.tie_embeddings and "lm_head.weight" not in tensors and _EMBEDDING in tensors:
-        tensors["lm_head.weight"] = tensors[_EMBEDDING].flip(0)  # a tied head is often left out of the file
+        tensors["lm_head.weight"] = tensors[_EMBEDDING]  # a tied head is often left out of the file
     with torch.device("meta"):  # shapes and names only, no memory, no initialization cost
         shapes = {k: tuple(v.shape) for k, v in MambaLM(config).state_dict().items()}
     problems = _compare_state(shapes, tensors, shown)
@@ -476,11 +486,11 @@ def load_pretrained(path: str | os.PathLike, device: torch.device | str | None =
     if problems:
         raise CheckpointError(where + ":\n  - " + "\n  - ".join(problems))
     dtype = dtype or tensors[_EMBEDDING].dtype
-    moved: dict[int, torch.Tensor] = {}  # convert a tied (shared) tensor once
+    moved: dict[tuple, torch.Tensor] = {}  # convert a tied (shared) tensor once
     for v in tensors.values():
-        if id(v) not in moved:
-            moved[id(v)] = v.to(device=device, dtype=dtype)
-    state = {k: moved[id(v)] for k, v in tensors.items()}
+        if _same_tensor(v) not in moved:
+            moved[_same_tensor(v)] = v.to(device=device, dtype=dtype)
+    state = {k: moved[_same_tensor(v)] for k, v in tensors.items()}
     with torch.device("meta"):
         model = MambaLM(config)
     model.load_state_dict(state, strict=True, assign=True)
@@ -490,14 +500,19 @@ def load_pretrained(path: str | os.PathLike, device: torch.device | str | None =
     return model.eval()
 
 
+def _same_tensor(t: torch.Tensor) -> tuple:
+    """A key shared by tensors that view the same memory the same way (a tied head and its embedding)."""
+    return (t.device, t.data_ptr(), t.dtype, tuple(t.shape), t.stride())
+
+
 def _state_for_saving(model: MambaLM) -> dict[str, torch.Tensor]:
     """The model's tensors on the CPU, contiguous; a tied head stays one shared tensor."""
-    copies: dict[int, torch.Tensor] = {}
+    copies: dict[tuple, torch.Tensor] = {}
     out = {}
     for key, t in model.state_dict().items():
-        if id(t) not in copies:
-            copies[id(t)] = t.detach().to("cpu").contiguous()
-        out[key] = copies[id(t)]
+        if _same_tensor(t) not in copies:
+            copies[_same_tensor(t)] = t.detach().to("cpu").contiguous()
+        out[key] = copies[_same_tensor(t)]
     return out
 
 

@@ -33,8 +33,9 @@ import torch
 from . import chunk_scan as cs
 
 _CHUNK = {"sequential": 64, "parallel": 64}  # time steps per chunk, per schedule
-_BLOCK_ELEMENTS = 2 ** 28  # largest (m, T, d_block, n) temporary of the parallel schedule (1 GiB fp32)
+_BLOCK_ELEMENTS = 2 ** 27  # largest (m, T, d_block, n) temporary of the parallel schedule (512 MiB fp32)
 SCHEDULES = ("sequential", "parallel")
+SCHEDULE: str | None = None  # force one schedule everywhere (benchmarks); None: chosen by device
 
 _compile = {"on": os.environ.get("MINIMAMBA_COMPILE", "0") == "1", "fns": {}}
 
@@ -50,8 +51,9 @@ def set_scan_compile(enabled: bool = True) -> bool:
         warnings.warn("torch.compile is not available in this PyTorch; the scan stays eager",
                       RuntimeWarning, stacklevel=2)
         enabled = False
-    _compile["on"] = bool(enabled)
-    _compile["fns"].clear()
+    if bool(enabled) != _compile["on"]:
+        _compile["on"] = bool(enabled)
+        _compile["fns"].clear()
     return _compile["on"]
 
 
@@ -60,56 +62,57 @@ def scan_compile_enabled() -> bool:
     return _compile["on"]
 
 
-def _fn(name: str, fn):
-    """``fn``, compiled when the switch is on; falls back to ``fn`` itself if compiling fails."""
+def _fn(name: str):
+    """The chunk function ``name`` of ``chunk_scan``: eager, or compiled when the switch is on.
+
+    Compiled, the in-place eager version is replaced by its ``*_functional`` twin where one
+    exists. A compile error at a call warns once and falls back to the eager function for good.
+    """
+    eager = getattr(cs, name)
     if not _compile["on"]:
-        return fn
+        return eager
     if name not in _compile["fns"]:
-        compiled = torch.compile(fn, dynamic=False)
+        compiled = torch.compile(getattr(cs, name + "_functional", eager))
 
         def guarded(*args):
-            if _compile["fns"].get(name) is fn:  # an earlier failure: stay eager
-                return fn(*args)
+            if _compile["fns"].get(name) is eager:  # an earlier failure: stay eager
+                return eager(*args)
             try:
                 return compiled(*args)
             except Exception as err:  # noqa: BLE001  (any compiler error: fall back, once)
                 warnings.warn(f"torch.compile failed for {name} ({type(err).__name__}: {err}); "
                               "the scan falls back to eager", RuntimeWarning, stacklevel=2)
-                _compile["fns"][name] = fn
-                return fn(*args)
+                _compile["fns"][name] = eager
+                return eager(*args)
 
         _compile["fns"][name] = guarded
     return _compile["fns"][name]
+
+
+def _pad_time(t: torch.Tensor, pad: int) -> torch.Tensor:
+    """Append ``pad`` zero steps along dim 1 (``delta = 0`` makes them identity steps)."""
+    return torch.nn.functional.pad(t, (0, 0) * (t.dim() - 2) + (0, pad)) if pad else t
 
 
 def _recurrence_states(ds, e, A, h0, T):
     """States entering each step of ``h_k = exp(ds_k A) h_{k-1} + e_k``, and the last state.
 
     ``ds (b, K, d)``, ``e (b, K, d, n)``, ``h0 (b, d, n)`` -> ``(b, K, d, n)``, ``(b, d, n)``.
-    A loop when ``K <= T``, else the same blocked scheme one level up (recursively).
+    Groups of ``T`` steps: each group's summary, the summaries scanned the same way
+    (recursively, ``log_T K`` levels), then every group's ``T`` steps side by side.
     """
     b, K, d, n = e.shape
-    if K <= T:
-        states = torch.empty_like(e)
-        h = h0
-        for k in range(K):
-            states[:, k] = h
-            h = torch.exp(ds[:, k, :, None] * A).mul_(h).add_(e[:, k])  # (b, d, n)
-        return states, h
     G = -(-K // T)
-    pad = G * T - K  # identity steps (ds = 0, e = 0) at the end
-    ds = torch.nn.functional.pad(ds, (0, 0, 0, pad)).view(b * G, T, d)
-    e = torch.nn.functional.pad(e, (0, 0, 0, 0, 0, pad)).view(b * G, T, d, n)
-    c = torch.cumsum(ds, dim=1)  # (bG, T, d)
-    decay = torch.exp((c[:, -1:] - c)[..., None] * A)  # (bG, T, d, n)
-    e_group = (decay * e).sum(1)  # (bG, d, n)   each group's state from zero
-    entering, h_last = _recurrence_states(c[:, -1].view(b, G, d), e_group.view(b, G, d, n), A, h0, T)
-    h = entering.reshape(b * G, d, n)
-    states = torch.empty_like(e)
-    for t in range(T):
-        states[:, t] = h
-        h = torch.exp(ds[:, t, :, None] * A).mul_(h).add_(e[:, t])  # (bG, d, n)
-    return states.view(b, G * T, d, n)[:, :K], h_last
+    ds = _pad_time(ds, G * T - K).reshape(b * G, T, d)
+    e = _pad_time(e, G * T - K).reshape(b * G, T, d, n)
+    if G == 1:
+        states, h_last = _fn("group_states")(h0, ds, e, A)
+    else:
+        ds_group, e_group = _fn("group_summary")(ds, e, A)  # (b G, d), (b G, d, n)
+        entering, h_last = _recurrence_states(ds_group.view(b, G, d), e_group.view(b, G, d, n),
+                                              A, h0, T)
+        states, _ = _fn("group_states")(entering.reshape(b * G, d, n), ds, e, A)
+    return states.reshape(b, G * T, d, n)[:, :K], h_last
 
 
 def _parallel_forward(x, delta, A, B, C, h0, T):
@@ -118,10 +121,11 @@ def _parallel_forward(x, delta, A, B, C, h0, T):
     b, L, d = x.shape
     nc, n = L // T, A.shape[1]
     fold = lambda t: t.reshape(b * nc, T, *t.shape[2:])  # noqa: E731   (b, L, ...) -> (b nc, T, ...)
-    P, h_end = cs.chunk_summary_forward(fold(delta), fold(x), A, fold(B))  # (b nc, d, n)
+    h_end = _fn("chunk_summary_forward")(fold(delta), fold(x), A, fold(B))  # (b nc, d, n)
     ds = delta.view(b, nc, T, d).sum(2)  # (b, nc, d)
     entering, h_last = _recurrence_states(ds, h_end.view(b, nc, d, n), A, h0, T)
-    y, _ = cs.chunk_forward(entering.reshape(b * nc, d, n), fold(delta), fold(x), A, fold(B), fold(C))
+    y, _ = _fn("chunk_forward")(entering.reshape(b * nc, d, n), fold(delta), fold(x), A, fold(B),
+                                fold(C))
     return y.view(b, L, d), entering, h_last
 
 
@@ -131,23 +135,21 @@ def _parallel_backward(x, delta, A, B, C, entering, gy, g_last, T):
     b, L, d = x.shape
     nc, n = L // T, A.shape[1]
     fold = lambda t: t.reshape(b * nc, T, *t.shape[2:])  # noqa: E731
-    m_chunk = cs.chunk_summary_backward(fold(delta), A, fold(C), fold(gy))  # (b nc, d, n)
+    m_chunk = _fn("chunk_summary_backward")(fold(delta), A, fold(C), fold(gy))  # (b nc, d, n)
     ds = delta.view(b, nc, T, d).sum(2)  # (b, nc, d)
-    # The adjoint runs backwards: lam_arriving(c-1) = P_c lam_arriving(c) + m_c, the same
-    # recurrence on the flipped chunk sequence.
-    arriving, _ = _recurrence_states(ds.flip(1), m_chunk.view(b, nc, d, n).flip(1), A, g_last, T)
-    arriving = arriving.flip(1)  # (b, nc, d, n)   adjoint arriving at the end of each chunk
-    ddelta, dx, dB, dC, dA, dh_in = cs.chunk_backward(
-        entering.reshape(b * nc, d, n), arriving.reshape(b * nc, d, n), fold(delta), fold(x), A,
-        fold(B), fold(C), fold(gy))
-    dh0 = dh_in.view(b, nc, d, n)[:, 0]
+    # The adjoint runs backwards: lam_arriving(c-1) = exp(ds_c A) lam_arriving(c) + m_c, the
+    # same recurrence on the flipped chunk sequence; it ends at dL/dh0.
+    arriving, dh0 = _recurrence_states(ds.flip(1), m_chunk.view(b, nc, d, n).flip(1), A, g_last, T)
+    ddelta, dx, dB, dC, dA, _ = _fn("chunk_backward")(
+        entering.reshape(b * nc, d, n), arriving.flip(1).reshape(b * nc, d, n), fold(delta),
+        fold(x), A, fold(B), fold(C), fold(gy))
     return ddelta.view(b, L, d), dx.view(b, L, d), dB.view(b, L, n), dC.view(b, L, n), dA, dh0
 
 
 def _sequential_forward(x, delta, A, B, C, h0, T):
     """Chunks one after another: ``y (b, L, d)``, states entering every chunk, the last state."""
     b, L, d = x.shape
-    fwd = _fn("chunk_forward", cs.chunk_forward_functional) if _compile["on"] else cs.chunk_forward
+    fwd = _fn("chunk_forward")
     y = torch.empty_like(x)
     entering = x.new_empty(b, -(-L // T), d, A.shape[1])
     h = h0
@@ -160,8 +162,7 @@ def _sequential_forward(x, delta, A, B, C, h0, T):
 
 def _sequential_backward(x, delta, A, B, C, entering, gy, g_last, T):
     """Gradients for :func:`_sequential_forward`, chunks in reverse order."""
-    bwd = (_fn("chunk_backward", cs.chunk_backward_functional) if _compile["on"]
-           else cs.chunk_backward)
+    bwd = _fn("chunk_backward")
     ddelta, dx, dB, dC = map(torch.empty_like, (delta, x, B, C))
     dA = torch.zeros_like(A)
     lam = g_last
@@ -196,12 +197,11 @@ class ChunkedScan(torch.autograd.Function):
         else:
             pad = -L % T  # identity steps: delta = x = B = C = 0 leave the state unchanged
             xp, dp, Bp, Cp = (torch.nn.functional.pad(t, (0, 0, 0, pad)) for t in (x, delta, B, C))
-            fwd = _fn("parallel_forward", _parallel_forward)
             y = x.new_empty(b, L + pad, d)
             entering = x.new_empty(b, (L + pad) // T, d, n)
             h_last = torch.empty_like(h0)
             for s in _d_blocks(b, L + pad, d, n):
-                y[..., s], entering[:, :, s], h_last[:, s] = fwd(
+                y[..., s], entering[:, :, s], h_last[:, s] = _parallel_forward(
                     xp[..., s], dp[..., s], A[s], Bp, Cp, h0[:, s], T)
             y = y[:, :L]
         ctx.save_for_backward(x, delta, A, B, C, entering)
@@ -223,12 +223,11 @@ class ChunkedScan(torch.autograd.Function):
             pad = -L % T
             xp, dp, Bp, Cp, gyp = (torch.nn.functional.pad(t, (0, 0, 0, pad))
                                    for t in (x, delta, B, C, gy))
-            bwd = _fn("parallel_backward", _parallel_backward)
             ddelta, dx = torch.empty_like(dp), torch.empty_like(xp)
             dB, dC = torch.zeros_like(Bp), torch.zeros_like(Cp)
             dA, dh0 = torch.empty_like(A), torch.empty_like(g_last)
             for s in _d_blocks(b, L + pad, d, n):
-                ddelta[..., s], dx[..., s], dB_s, dC_s, dA[s], dh0[:, s] = bwd(
+                ddelta[..., s], dx[..., s], dB_s, dC_s, dA[s], dh0[:, s] = _parallel_backward(
                     xp[..., s], dp[..., s], A[s], Bp, Cp, entering[:, :, s], gyp[..., s],
                     g_last[:, s], T)
                 dB += dB_s
@@ -245,7 +244,7 @@ def chunked_scan(x, delta, A, B, C, h0=None, schedule: str | None = None):
     and parallel elsewhere. Raises ``ValueError`` for an unknown schedule.
     """
     if schedule is None:
-        schedule = "sequential" if x.device.type == "cpu" else "parallel"
+        schedule = SCHEDULE or ("sequential" if x.device.type == "cpu" else "parallel")
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
     if h0 is None:

@@ -22,13 +22,14 @@ Differences from the official code, all harmless:
   exactly as the official kernel; notebook ``02_selection`` measures the difference.
 * Arithmetic is float32 (float64 when any input is float64); the output has ``x``'s dtype.
 
-The parallel twin computes the same recurrence as a blocked scan (notebook ``04_parallel_scan``):
-the sequence is cut into chunks of ``_CHUNK`` steps, every chunk is scanned from a zero state at
-once, and the chunks' summaries ``(prod a, h_end)`` -- elements of the associative operator
-``(a1, u1) o (a2, u2) = (a1 a2, a2 u1 + u2)`` -- are scanned the same way, recursively, to give
-the state entering each chunk. The number of sequential Python steps is about
-``_CHUNK * log_CHUNK(l)`` (48 for ``l = 4096``) for any length ``l``, not only powers of two.
-Autograd differentiates it directly.
+The parallel twin computes the same recurrence by chunks (``fast_scan.py``, ``chunk_scan.py``;
+notebooks ``04_parallel_scan`` and ``11_performance``): the sequence is cut into chunks of ``T``
+steps; what a chunk does to a state is summarized without a loop (the decay from step ``s`` to
+``t`` is ``exp((cs_t - cs_s) A)`` with ``cs`` the running sum of ``delta``); the summaries --
+elements of the associative operator ``(a1, u1) o (a2, u2) = (a1 a2, a2 u1 + u2)`` -- are
+scanned the same way, recursively, to give the state entering each chunk; then every chunk
+runs its steps. Its backward is written out (the adjoint recurrence) and recomputes the states
+chunk by chunk instead of keeping ``(b, l, d_inner, d_state)`` for autograd.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-_CHUNK = 16  # time steps per chunk in the parallel scan
+from .fast_scan import chunked_scan
+
 METHODS = ("parallel", "sequential")
 
 
@@ -154,53 +156,6 @@ def selective_scan_sequential(
     return (y, h) if return_last_state else y
 
 
-def _scan_within_chunks(a: torch.Tensor, u: torch.Tensor):
-    """``h_t = a_t h_{t-1} + u_t`` (with ``h_{-1} = 0``) along dim 1 of ``a, u: (m, T, ...)``.
-
-    A loop over the ``T`` steps of a chunk, run for all ``m`` chunks at once.
-    Returns ``(prod_{s<=t} a_s, h_t)``, both ``(m, T, ...)``.
-    """
-    a_cum, h = a[:, 0], u[:, 0]  # (m, ...)
-    a_cums, hs = [a_cum], [h]
-    for t in range(1, a.shape[1]):
-        h = a[:, t] * h + u[:, t]  # (m, ...)
-        a_cum = a_cum * a[:, t]
-        hs.append(h)
-        a_cums.append(a_cum)
-    return torch.stack(a_cums, dim=1), torch.stack(hs, dim=1)  # (m, T, ...)
-
-
-def _chunked_scan(a: torch.Tensor, u: torch.Tensor, chunk: int | None = None):
-    """``h_t = a_t h_{t-1} + u_t`` along dim 1 for any length, ``a, u: (b, l, ...)``.
-
-    Returns ``(cumulative product of a, h)``, both ``(b, l, ...)``.
-    """
-    chunk = chunk or _CHUNK
-    b, l = a.shape[:2]
-    rest = a.shape[2:]
-    if l <= chunk:
-        return _scan_within_chunks(a, u)
-    n_chunks = -(-l // chunk)
-    pad = n_chunks * chunk - l
-    if pad:  # identity elements (a=1, u=0) at the end leave the scan unchanged
-        a = torch.cat([a, a.new_ones(b, pad, *rest)], dim=1)  # (b, n_chunks*chunk, ...)
-        u = torch.cat([u, u.new_zeros(b, pad, *rest)], dim=1)
-    a = a.reshape(b * n_chunks, chunk, *rest)
-    u = u.reshape(b * n_chunks, chunk, *rest)
-    a_loc, h_loc = _scan_within_chunks(a, u)  # each chunk scanned from a zero state
-    a_loc = a_loc.reshape(b, n_chunks, chunk, *rest)
-    h_loc = h_loc.reshape(b, n_chunks, chunk, *rest)
-    # The chunks' summaries form a scan of their own: the state entering chunk c.
-    a_end, h_end = _chunked_scan(a_loc[:, :, -1], h_loc[:, :, -1], chunk)  # (b, n_chunks, ...)
-    h_in = torch.cat([torch.zeros_like(h_end[:, :1]), h_end[:, :-1]], dim=1)  # (b, n_chunks, ...)
-    a_in = torch.cat([torch.ones_like(a_end[:, :1]), a_end[:, :-1]], dim=1)
-    h = h_loc + a_loc * h_in[:, :, None]  # (b, n_chunks, chunk, ...)
-    a_cum = a_loc * a_in[:, :, None]
-    h = h.reshape(b, n_chunks * chunk, *rest)[:, :l]
-    a_cum = a_cum.reshape(b, n_chunks * chunk, *rest)[:, :l]
-    return a_cum, h
-
-
 def selective_scan_parallel(
     x: torch.Tensor,
     delta: torch.Tensor,
@@ -218,8 +173,11 @@ def selective_scan_parallel(
     """The selective scan, parallel in time; the same function as :func:`selective_scan_sequential`.
 
     Same arguments, shapes, dtypes, returns and errors as :func:`selective_scan_sequential`.
-    Materializes the states ``(b, l, d_inner, d_state)`` in the compute dtype; the number of
-    sequential Python steps grows as ``O(log l)``. Every input receives gradients by autograd.
+    Runs the chunked scan of ``fast_scan.py`` (notebook ``11_performance``): chunks of ``T``
+    steps, each chunk's effect summarized without a loop, the summaries scanned, then all chunks
+    side by side (on a GPU) or one after another (on a CPU, where that is faster). Its backward
+    is written out and recomputes the states of one chunk at a time, so only ``1/T`` of the
+    states ``(b, l, d_inner, d_state)`` is kept. ``mm.set_scan_compile(True)`` compiles it.
     """
     out_dtype = x.dtype
     x, delta, A, B, C, D, z, h0 = _prepare(x, delta, A, B, C, D, z, delta_bias, delta_softplus,
@@ -229,14 +187,9 @@ def selective_scan_parallel(
         y = _finish(x.new_zeros(b, 0, d), x, D, z, out_dtype)
         h = h0 if h0 is not None else x.new_zeros(b, d, A.shape[1])
         return (y, h) if return_last_state else y
-    A_bar = torch.exp(delta[..., None] * A)  # (b, l, d, n)
-    B_bar_x = (delta * x)[..., None] * B[:, :, None, :]  # (b, l, d, n)
-    if h0 is not None:  # fold h0 into the first step: h_0 = A_bar_0 h0 + B_bar_0 x_0
-        B_bar_x = torch.cat([B_bar_x[:, :1] + A_bar[:, :1] * h0[:, None], B_bar_x[:, 1:]], dim=1)
-    _, h = _chunked_scan(A_bar, B_bar_x)  # (b, l, d, n)
-    y = torch.einsum("bldn,bln->bld", h, C)  # (b, l, d)
+    y, h = chunked_scan(x, delta, A, B, C, h0)  # (b, l, d), (b, d, n)
     y = _finish(y, x, D, z, out_dtype)
-    return (y, h[:, -1]) if return_last_state else y
+    return (y, h) if return_last_state else y
 
 
 def selective_scan(*args, method: str = "parallel", **kwargs):

@@ -15,6 +15,7 @@ Built in notebook ``08_tiny_shakespeare``.
 
 from __future__ import annotations
 
+import copy
 import math
 import sys
 import time
@@ -196,3 +197,16 @@ def train(model: nn.Module, batch_fn: Callable[[int], tuple[torch.Tensor, torch.
     bar.close()
     hist.seconds = time.perf_counter() - t0
     return hist
+
+
+def steps_for_budget(model: nn.Module, batch_fn: Callable[[int], tuple[torch.Tensor, torch.Tensor]],
+                     seconds: float, probe: int = 10) -> int:
+    """How many :func:`train` steps fit in ``seconds``: times ``probe`` steps on a copy of ``model``.
+
+    The copy is thrown away, so ``model`` is untouched; ``batch_fn`` is called ``probe + 2``
+    times (reseed its generator afterwards for a reproducible run).
+    """
+    trial = copy.deepcopy(model)
+    train(trial, batch_fn, steps=2, progress=False)  # warm-up: allocator, kernels
+    hist = train(trial, batch_fn, steps=probe, progress=False)
+    return max(1, int(seconds * probe / hist.seconds))

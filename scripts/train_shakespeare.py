@@ -38,7 +38,7 @@ import torch
 
 import minimamba_core as mm
 from minimamba_core import data as D
-from minimamba_core.train import evaluate, train
+from minimamba_core.train import evaluate, steps_for_budget, train
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,17 +67,9 @@ def parse_args(argv=None):
     for key in ("d_model", "n_layer", "seqlen", "batch_size", "steps", "warmup", "eval_every"):
         p.add_argument("--" + key.replace("_", "-"), type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--max-seconds", type=float, default=None, help="hard cap on training time")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
-
-
-def steps_for_budget(model, batch_fn, seconds: float, probe: int = 10) -> int:
-    """Time ``probe`` training steps on a copy of ``model``; return how many fit in ``seconds``."""
-    trial = copy.deepcopy(model)
-    train(trial, batch_fn, steps=2, progress=False)  # warm-up (allocator, kernels)
-    hist = train(trial, batch_fn, steps=probe, progress=False)
-    del trial
-    return max(1, int(seconds / (hist.seconds / probe)))
 
 
 def main(argv=None) -> dict:
@@ -89,6 +81,8 @@ def main(argv=None) -> dict:
     out = args.out or (ROOT / "models" / "shakespeare" if args.preset == "gpu"
                        else Path(f"/tmp/shakespeare_{args.preset}"))
     device = torch.device(args.device) if args.device else mm.pick_device()
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high")  # TF32 matrix products
     torch.manual_seed(args.seed)
 
     text = D.load_text()
@@ -130,7 +124,7 @@ def main(argv=None) -> dict:
     t0 = time.perf_counter()
     hist = train(model, batch_fn, recipe["steps"], lr=recipe["lr"], warmup=recipe["warmup"],
                  eval_fn=eval_fn, eval_every=recipe["eval_every"], progress=not args.no_progress,
-                 desc=args.preset)
+                 desc=args.preset, max_seconds=args.max_seconds)
     train_seconds = time.perf_counter() - t0
     model.load_state_dict(best["state"])
     best["step"] = hist.eval_steps[best["index"]]

@@ -30,7 +30,7 @@ import torch
 
 import minimamba_core as mm
 from minimamba_core import tasks
-from minimamba_core.train import evaluate, train
+from minimamba_core.train import evaluate, steps_for_budget, train
 
 
 def parse_args(argv=None):
@@ -50,7 +50,9 @@ def parse_args(argv=None):
     p.add_argument("--stop-at", type=float, default=0.995)
     p.add_argument("--extrapolate", type=int, nargs="*", default=[4, 16, 64],
                    help="induction heads: test lengths as multiples of --seqlen")
-    p.add_argument("--max-seconds", type=float, default=None)
+    p.add_argument("--budget-seconds", type=float, default=None,
+                   help="choose --steps to fit this training time (timed on 10 steps)")
+    p.add_argument("--max-seconds", type=float, default=None, help="hard cap on training time")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
     p.add_argument("--out", type=Path, required=True)
@@ -67,6 +69,8 @@ def validation_set(task: str, seqlen: int, size: int, vocab_size: int, n_tokens:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     device = torch.device(args.device) if args.device else mm.pick_device()
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high")  # TF32 matrix products
     model = tasks.task_model(args.vocab_size, args.d_model, args.n_layer, selective=not args.lti,
                              seed=args.seed).to(device)
     gen = torch.Generator().manual_seed(args.seed + 1)
@@ -85,6 +89,9 @@ def main(argv=None) -> dict:
         r["stop"] = r["accuracy"] >= args.stop_at
         return r
 
+    if args.budget_seconds:
+        args.steps = steps_for_budget(model, batch_fn, args.budget_seconds)
+        gen.manual_seed(args.seed + 1)
     name = f"{args.task} {'LTI' if args.lti else 'S6'}"
     print(f"{name}: {model.num_parameters():,} parameters, training length {args.seqlen}, "
           f"{mm.describe_device(device)}", flush=True)

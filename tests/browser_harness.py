@@ -231,7 +231,9 @@ class LabServer:
         (cfg / "jupyter_server_config.py").write_text(
             "c.LabApp.news_url = None\n"
             "c.LabApp.check_for_updates_class = 'jupyterlab.NeverCheckForUpdate'\n"
-            "c.LabApp.extension_manager = 'readonly'\n")
+            "c.LabApp.extension_manager = 'readonly'\n"
+            # JupyterLab makes a checkpoint when it opens a file: keep it out of notebooks/
+            f"c.FileCheckpoints.checkpoint_dir = {str(self.scratch / 'checkpoints')!r}\n")
         settings = self.scratch / "lab_settings" / "@jupyterlab"
         overrides = {
             # no news toast, no update check (outside traffic); the config alone is not enough
@@ -411,9 +413,11 @@ _SCAN_JS = r"""
     if (c.contains('widget-play')) return 'play';
     return 'unknown';
   };
+  const clean = (t) => (t || '').replace(/\u200b/g, '').trim();
   const labelOf = (el) => {
-    const l = el.querySelector(':scope > .widget-label, .widget-label');
-    return ((l && l.textContent) || el.textContent || '').trim().slice(0, 60);
+    const l = [...el.querySelectorAll('.widget-label, .widget-label-basic, label')]
+      .map(x => clean(x.textContent)).find(t => t);
+    return (l || clean(el.textContent)).slice(0, 60);
   };
   const outText = (o) => (o.querySelector('.jp-RenderedText, pre') || o).textContent || '';
   const cells = [...nb.querySelectorAll('.jp-Cell')].map((cell, index) => {
@@ -621,7 +625,7 @@ class BrowserSession:
                 scan = self._scan(page)
                 code = [c for c in scan["cells"] if c["isCode"] and not c["empty"]]
                 pending = [c for c in code if not re.fullmatch(r"\[\d+\]:", c["prompt"])]
-                if not pending or not any(c["prompt"] == "[*]:" for c in code):
+                if not any(c["prompt"] == "[*]:" for c in code):
                     if pending:
                         report.problems.append(
                             "Run All stopped: cells never ran: "
@@ -637,7 +641,10 @@ class BrowserSession:
         errors, stderr = [], []
         for c in scan["cells"]:
             if c["errors"] and c["index"] not in info.raises:
-                errors += [f"cell {c['index']}: {e.strip()[-600:]}" for e in c["errors"]]
+                for e in c["errors"]:     # the exception line, then the traceback's last lines
+                    lines = [x for x in e.strip().splitlines() if x.strip()]
+                    errors.append(f"cell {c['index']}: {lines[-1] if lines else ''}\n    "
+                                  + "\n    ".join(lines[-8:-1]))
             stderr += [f"cell {c['index']}: {s.strip()}" for s in c["stderr"]]
         return errors, stderr
 
@@ -681,17 +688,27 @@ class BrowserSession:
         report.timings["open"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        self._menu(page, "Edit", "Clear Outputs of All Cells")   # stored outputs must not count
+        # stored outputs and execution counts must not count as this run's
+        self._menu(page, "Edit", "Clear Outputs of All Cells")
         page.wait_for_function(
             """() => { const nb = [...document.querySelectorAll('.jp-NotebookPanel')]
                          .find(p => p.offsetParent !== null);
-                       return nb && nb.querySelectorAll('.jp-OutputArea-output').length === 0; }""",
+                       return nb && nb.querySelectorAll('.jp-OutputArea-output').length === 0
+                         && [...nb.querySelectorAll('.jp-CodeCell .jp-InputPrompt')]
+                              .every(p => !/\\d/.test(p.textContent)); }""",
             timeout=15_000)
         self._menu(page, "Run", "Run All Cells")
+        # started: a cell queued/running, or (a tiny notebook) one already has a new count
+        page.wait_for_function(
+            """() => { const nb = [...document.querySelectorAll('.jp-NotebookPanel')]
+                         .find(p => p.offsetParent !== null);
+                       return [...nb.querySelectorAll('.jp-CodeCell .jp-InputPrompt')]
+                              .some(p => /\\[(\\*|\\d+)\\]/.test(p.textContent)); }""",
+            timeout=30_000)
         scan = self._wait_run_all(page, rel, report)
         # widget views attach after their cell finished: wait for the expected containers
         # (and their first figures: a few seconds at most, else the widget is dead)
-        deadline, fig_deadline = time.time() + T_WIDGETS, None
+        deadline, fig_deadline = time.time() + (0 if report.problems else T_WIDGETS), None
         while True:
             counts = {c["index"]: len(c["interacts"]) for c in scan["cells"]}
             missing = {i: len(n) - counts.get(i, 0) for i, n in info.calls.items()
@@ -818,7 +835,7 @@ class BrowserSession:
             x1 = track["x"] + target * track["width"]
             page.mouse.move(x, y)
             page.mouse.down()
-            page.mouse.move(x1, y, steps=3)
+            page.mouse.move(x1, y, steps=2)
             page.mouse.up()
             return f"mouse drag of the handle to {target:.0%} of the track"
         if kind in ("dropdown", "select"):

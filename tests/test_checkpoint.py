@@ -214,6 +214,7 @@ def test_save_official_layout_is_what_mamba_ssm_reads(tmp_path):
     assert config["ssm_cfg"]["d_state"] == 8 and config["ssm_cfg"]["dt_rank"] == 5
     state = torch.load(folder / "pytorch_model.bin", weights_only=True)
     assert set(state) == set(ours.state_dict())  # official names, lm_head included
+    assert state["lm_head.weight"].data_ptr() == state["backbone.embedding.weight"].data_ptr()  # stored once
     assert state["backbone.embedding.weight"].shape == (48, 24)
     back = mm.load_pretrained(folder)
     ids = random_ids(45)
@@ -335,12 +336,24 @@ def test_hub_id_downloads_with_snapshot_download(tmp_path, monkeypatch):
         return str(folder)
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
-    model = mm.load_pretrained("state-spaces/mamba-130m")
-    assert calls == [("state-spaces/mamba-130m", {"allow_patterns": ckpt.HUB_PATTERNS})]
+    model = mm.load_pretrained("state-spaces/mamba-130m-hf")
+    assert calls == [("state-spaces/mamba-130m-hf", {"allow_patterns": ["*.json", "*.safetensors"]})]
     ids = random_ids(64)
     with torch.no_grad():
         assert torch.equal(model(ids), ours(ids))
-    assert mm.load_tokenizer("state-spaces/mamba-130m").encode("zyx").ids == [2, 1, 0]
+    assert mm.load_tokenizer("state-spaces/mamba-130m-hf").encode("zyx").ids == [2, 1, 0]
+
+    official = mm.save_pretrained(ours, tmp_path / "official", layout="official")
+    folders = iter([tmp_path / "empty", official])  # no safetensors: a second call fetches the .bin
+    (tmp_path / "empty").mkdir()
+    calls.clear()
+    monkeypatch.setattr(huggingface_hub, "snapshot_download",
+                        lambda repo_id, **kw: calls.append((repo_id, kw)) or str(next(folders)))
+    model = mm.load_pretrained("state-spaces/mamba-130m")
+    assert calls == [("state-spaces/mamba-130m", {"allow_patterns": ["*.json", "*.safetensors"]}),
+                     ("state-spaces/mamba-130m", {"allow_patterns": ["*.json", "pytorch_model*.bin"]})]
+    with torch.no_grad():
+        assert torch.equal(model(ids), ours(ids))
 
 
 def test_hub_without_huggingface_hub_or_network(monkeypatch):

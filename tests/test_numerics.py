@@ -87,9 +87,10 @@ def _check_long_forward(l: int) -> dict:
     (y_p, h_p), (y_s, h_s) = outs["selective_scan_parallel"], outs["selective_scan_sequential"]
     err_y = _per_channel_rel(y_p, y_s, (0, 1))  # (d,)
     err_h = _per_channel_rel(h_p, h_s, (0, 2))  # (d,)
-    # budget (docs/numerics.md): measured <= 1.2e-7 for y and <= 4.4e-5 for h at l = 65,536
-    assert float(err_y.max()) <= 1e-5, f"twins disagree on y at l={l}: {err_y.tolist()}"
-    assert float(err_h.max()) <= 1e-3, f"twins disagree on the last state at l={l}: {err_h.tolist()}"
+    # budgets (docs/numerics.md): measured at most 1.6e-6 for y (l = 1024) and 2.0e-4 for h
+    # (l = 65,536; the delta = 1e-6 channel sums 65k small terms that cancel)
+    assert float(err_y.max()) <= 2e-5, f"twins disagree on y at l={l}: {err_y.tolist()}"
+    assert float(err_h.max()) <= 2e-3, f"twins disagree on the last state at l={l}: {err_h.tolist()}"
     # Channel 2 forgets everything at every step (A_bar = exp(-1000) = 0), so in closed form
     # y_t = (delta_t x_t (B_t . C_t) + D x_t) silu(z_t), whatever the length.
     x, z, B, C = inp["x"][0, :, 2], inp["z"][0, :, 2], inp["B"][0], inp["C"][0]
@@ -125,7 +126,7 @@ def test_long_forward_backward_8192_finite_and_twins_agree():
     for k in ("A", "D", "h0"):
         g_p, g_s = leaves[k].grad, seq[k].grad
         assert torch.isfinite(g_s).all(), f"sequential gradient of {k} has NaN/inf at l={l}"
-        rel = float((g_p - g_s).norm() / g_s.norm())
+        rel = float((g_p - g_s).norm() / g_s.norm())  # measured: A 1.6e-6, h0 7e-7, D 0
         assert rel <= 1e-4, f"gradients of {k} differ between the twins by {rel:.2e} at l={l}"
 
 

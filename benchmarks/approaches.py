@@ -1,0 +1,151 @@
+"""The scans we time: ours, earlier approaches kept for comparison, and the peers' (adapters).
+
+Every entry of :data:`METHODS` maps the same inputs -- ``x, delta, z (b, l, d)``, ``A (d, n)``,
+``B, C (b, l, n)``, ``D, delta_bias (d,)``, our layout, ``delta`` before bias and softplus --
+to ``y (b, l, d)``, so that each is timed on identical work: bias, softplus, scan, ``D`` skip
+and ``silu(z)`` gate. A peer without some of these steps gets them added around its scan with
+plain PyTorch (elementwise over ``(b, l, d)``, cheap next to the scan).
+
+Peers (pinned in the ``bench`` extra): mamba.py's Blelloch ``pscan`` (``mambapy==1.2.0``,
+``mambapy/pscan.py``) and transformers' pure-torch loop (``mamba_selective_scan`` of
+``transformers==5.24.0``, ``models/mamba/modeling_mamba.py``, called with its kernels absent).
+``mamba_ssm``'s CUDA ``selective_scan_fn`` is a column only where it is already importable.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+import minimamba_core as mm
+from minimamba_core import fast_scan
+
+
+def _ours(schedule=None, compiled=False):
+    def run(x, delta, A, B, C, D, z, delta_bias):
+        fast_scan.set_scan_compile(compiled)
+        old, fast_scan.SCHEDULE = fast_scan.SCHEDULE, schedule
+        try:
+            return mm.selective_scan_parallel(x, delta, A, B, C, D=D, z=z, delta_bias=delta_bias,
+                                              delta_softplus=True)
+        finally:
+            fast_scan.SCHEDULE = old
+    return run
+
+
+def sequential(x, delta, A, B, C, D, z, delta_bias):
+    """Our reference loop (``selective_scan_sequential``)."""
+    return mm.selective_scan_sequential(x, delta, A, B, C, D=D, z=z, delta_bias=delta_bias,
+                                        delta_softplus=True)
+
+
+def _blocked_scan(a, u, chunk=16):
+    """The scan this issue replaced: chunks of 16 scanned by a loop, summaries recursively,
+    all of ``(b, l, d, n)`` kept for autograd (``scan.py`` at commit 4e705fd)."""
+    b, l = a.shape[:2]
+    rest = a.shape[2:]
+
+    def within(a, u):
+        a_cum, h = a[:, 0], u[:, 0]
+        a_cums, hs = [a_cum], [h]
+        for t in range(1, a.shape[1]):
+            h = a[:, t] * h + u[:, t]
+            a_cum = a_cum * a[:, t]
+            hs.append(h)
+            a_cums.append(a_cum)
+        return torch.stack(a_cums, 1), torch.stack(hs, 1)
+
+    if l <= chunk:
+        return within(a, u)
+    nc = -(-l // chunk)
+    pad = nc * chunk - l
+    if pad:
+        a = torch.cat([a, a.new_ones(b, pad, *rest)], 1)
+        u = torch.cat([u, u.new_zeros(b, pad, *rest)], 1)
+    a_loc, h_loc = within(a.reshape(b * nc, chunk, *rest), u.reshape(b * nc, chunk, *rest))
+    a_loc, h_loc = a_loc.reshape(b, nc, chunk, *rest), h_loc.reshape(b, nc, chunk, *rest)
+    a_end, h_end = _blocked_scan(a_loc[:, :, -1], h_loc[:, :, -1], chunk)
+    h_in = torch.cat([torch.zeros_like(h_end[:, :1]), h_end[:, :-1]], 1)
+    a_in = torch.cat([torch.ones_like(a_end[:, :1]), a_end[:, :-1]], 1)
+    h = (h_loc + a_loc * h_in[:, :, None]).reshape(b, nc * chunk, *rest)[:, :l]
+    a_cum = (a_loc * a_in[:, :, None]).reshape(b, nc * chunk, *rest)[:, :l]
+    return a_cum, h
+
+
+def _materialized(scan_fn):
+    """``A_bar, B_bar x (b, l, d, n)`` formed whole, scanned by ``scan_fn(a, u) -> h``."""
+    def run(x, delta, A, B, C, D, z, delta_bias):
+        dt = F.softplus(delta.float() + delta_bias)  # (b, l, d)
+        a = torch.exp(dt[..., None] * A)  # (b, l, d, n)
+        u = (dt * x.float())[..., None] * B.float()[:, :, None, :]  # (b, l, d, n)
+        h = scan_fn(a, u)  # (b, l, d, n)
+        y = (h @ C.float()[..., None])[..., 0] + D * x.float()
+        return (y * F.silu(z.float())).to(x.dtype)
+    return run
+
+
+def _mambapy_pscan(a, u):
+    from mambapy.pscan import pscan
+
+    return pscan(a, u)
+
+
+def _assoc_scan_compiled():
+    """torch's ``associative_scan`` higher-order op under ``torch.compile`` (forward only)."""
+    from torch._higher_order_ops.associative_scan import associative_scan
+
+    def combine(left, right):
+        return left[0] * right[0], right[0] * left[1] + right[1]
+
+    def scan(a, u):
+        return associative_scan(combine, (a, u), dim=1, combine_mode="pointwise")[1]
+
+    return torch.compile(_materialized(scan))
+
+
+def transformers_loop(x, delta, A, B, C, D, z, delta_bias):
+    """transformers' ``mamba_selective_scan`` (pure-torch loop), layout ``(b, d, l)``."""
+    from transformers.models.mamba import modeling_mamba
+
+    fn = getattr(modeling_mamba.mamba_selective_scan, "__wrapped__", modeling_mamba.mamba_selective_scan)
+    y = fn(x.transpose(1, 2), delta.transpose(1, 2), A, B.transpose(1, 2), C.transpose(1, 2), D=D,
+           z=z.transpose(1, 2), delta_bias=delta_bias, delta_softplus=True)
+    return y.transpose(1, 2)
+
+
+def mamba_ssm_kernel(x, delta, A, B, C, D, z, delta_bias):
+    """The official CUDA kernel, only where ``mamba_ssm`` is already installed."""
+    from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+
+    y = selective_scan_fn(x.transpose(1, 2), delta.transpose(1, 2), A, B.transpose(1, 2),
+                          C.transpose(1, 2), D=D, z=z.transpose(1, 2), delta_bias=delta_bias,
+                          delta_softplus=True)
+    return y.transpose(1, 2)
+
+
+def available(name: str) -> bool:
+    """Whether the package behind a peer can be imported here."""
+    modules = {"mambapy": "mambapy", "transformers": "transformers", "mamba_ssm": "mamba_ssm"}
+    if name not in modules:
+        return True
+    try:
+        __import__(modules[name])
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+# name -> (factory of the callable, peer package or None, supports backward)
+METHODS = {
+    "ours_eager": (lambda: _ours(), None, True),
+    "ours_eager_sequential_schedule": (lambda: _ours("sequential"), None, True),
+    "ours_eager_parallel_schedule": (lambda: _ours("parallel"), None, True),
+    "ours_compiled": (lambda: _ours(compiled=True), None, True),
+    "ours_compiled_parallel_schedule": (lambda: _ours("parallel", compiled=True), None, True),
+    "ours_loop_reference": (lambda: sequential, None, True),
+    "blocked_autograd_before": (lambda: _materialized(lambda a, u: _blocked_scan(a, u)[1]), None, True),
+    "assoc_scan_compiled": (_assoc_scan_compiled, None, False),
+    "mambapy_pscan": (lambda: _materialized(_mambapy_pscan), "mambapy", True),
+    "transformers_loop": (lambda: transformers_loop, "transformers", True),
+    "mamba_ssm_cuda": (lambda: mamba_ssm_kernel, "mamba_ssm", True),
+}

@@ -1,0 +1,136 @@
+"""Time and measure the selective scans side by side: ours and the peers, forward and backward.
+
+    python -m benchmarks.bench_scan --device cpu --threads 2
+    python -m benchmarks.bench_scan --device cuda --lengths 512 2048 8192 32768 65536
+
+Shapes follow issue 7: CPU ``b=1, d_inner=768, d_state=16``; GPU ``b=4, d_inner=1536,
+d_state=16``; always with ``z``, ``D`` and the delta bias. For each length every method runs
+in turn (interleaved by length) on fresh random inputs (``randn``, never zeros), forward only
+(under ``torch.no_grad``) and forward+backward (``y.backward(gy)`` with a random ``gy``).
+Results are merged into ``--out`` under the section ``scan-<device>``; the schema is in
+``benchmarks/README.md``. ``MINIMAMBA_QUICK=1`` shrinks everything to a smoke test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import torch
+
+from minimamba_core import fast_scan
+
+from . import approaches, common
+
+SHAPES = {"cpu": dict(b=1, d=768, n=16), "cuda": dict(b=4, d=1536, n=16)}
+DEFAULT_METHODS = {
+    "cpu": ["ours_eager", "ours_eager_parallel_schedule", "ours_compiled", "ours_loop_reference",
+            "blocked_autograd_before", "mambapy_pscan", "transformers_loop"],
+    "cuda": ["ours_eager", "ours_compiled", "assoc_scan_compiled", "mambapy_pscan",
+             "transformers_loop", "ours_loop_reference", "mamba_ssm_cuda"],
+}
+# Longest length per (device, method, mode) worth waiting for; longer ones are skipped.
+MAX_LEN = {
+    ("cpu", "ours_loop_reference", "fwd"): 4096, ("cpu", "ours_loop_reference", "fwd+bwd"): 1024,
+    ("cpu", "transformers_loop", "fwd"): 4096, ("cpu", "transformers_loop", "fwd+bwd"): 256,
+    ("cpu", "blocked_autograd_before", "fwd"): 4096, ("cpu", "blocked_autograd_before", "fwd+bwd"): 4096,
+    ("cpu", "mambapy_pscan", "fwd"): 8192, ("cpu", "mambapy_pscan", "fwd+bwd"): 8192,
+    ("cpu", "ours_eager_parallel_schedule", "fwd"): 4096,
+    ("cpu", "ours_eager_parallel_schedule", "fwd+bwd"): 4096,
+    ("cuda", "ours_loop_reference", "fwd"): 2048, ("cuda", "ours_loop_reference", "fwd+bwd"): 512,
+    ("cuda", "transformers_loop", "fwd"): 8192, ("cuda", "transformers_loop", "fwd+bwd"): 512,
+    ("cuda", "mambapy_pscan", "fwd"): 65536, ("cuda", "mambapy_pscan", "fwd+bwd"): 65536,
+}
+
+
+def make_inputs(b, l, d, n, dtype, device, seed):
+    """Random inputs in our layout; ``A, D, delta_bias`` float32 as the model keeps them."""
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
+    return dict(
+        x=r(b, l, d).to(device, dtype), delta=(r(b, l, d) * 0.5 - 1.0).to(device, dtype),
+        A=-torch.exp(r(d, n) * 0.5).to(device), B=r(b, l, n).to(device, dtype),
+        C=r(b, l, n).to(device, dtype), D=r(d).to(device), z=r(b, l, d).to(device, dtype),
+        delta_bias=(r(d) * 0.1).to(device))
+
+
+def bench_one(fn, inp, mode, device, repeats, budget_s):
+    """Time ``fn(**inp)`` forward (no grad) or forward+backward."""
+    if mode == "fwd":
+        def run():
+            with torch.no_grad():
+                fn(**inp)
+    else:
+        leaves = {k: v.detach().requires_grad_() for k, v in inp.items()}
+        gy = torch.randn_like(inp["x"])
+
+        def run():
+            for v in leaves.values():
+                v.grad = None
+            fn(**leaves).backward(gy)
+    return common.measure(run, device, warmup=2, repeats=repeats, budget_s=budget_s)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=2, help="torch threads on a CPU")
+    p.add_argument("--lengths", type=int, nargs="+")
+    p.add_argument("--methods", nargs="+")
+    p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
+    p.add_argument("--modes", nargs="+", default=["fwd", "fwd+bwd"])
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--budget-s", type=float, default=6.0, help="timed seconds per measurement")
+    p.add_argument("--out", help="results JSON (default results/<machine>-<date>.json)")
+    args = p.parse_args(argv)
+    device = torch.device(args.device)
+    torch.set_num_threads(args.threads)
+    kind = device.type
+    shape = dict(SHAPES[kind])
+    lengths = args.lengths or ([256, 1024, 4096, 16384] if kind == "cpu" else
+                               [512, 2048, 8192, 32768, 65536])
+    methods = args.methods or DEFAULT_METHODS[kind]
+    if common.quick():
+        shape, lengths, args.repeats = dict(b=1, d=8, n=4), [33], 2
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                                   f"{common.machine_name(device)}-{time.strftime('%Y-%m-%d')}.json")
+    rows = []
+    for l in lengths:
+        for dtype_name in args.dtypes:
+            dtype = getattr(torch, dtype_name)
+            for mode in args.modes:
+                for i, name in enumerate(methods):
+                    factory, package, has_backward = approaches.METHODS[name]
+                    row = dict(method=name, L=l, dtype=dtype_name, mode=mode)
+                    if package and not approaches.available(package):
+                        continue  # a peer not installed here: no column
+                    if name == "mamba_ssm_cuda" and kind != "cuda":
+                        continue
+                    if name == "assoc_scan_compiled" and kind != "cuda":
+                        continue
+                    limit = MAX_LEN.get((kind, name, mode))
+                    if (mode == "fwd+bwd" and not has_backward) or (limit and l > limit):
+                        continue
+                    inp = make_inputs(shape["b"], l, shape["d"], shape["n"], dtype, device, seed=l + i)
+                    try:
+                        fn = factory()
+                    except Exception as err:  # noqa: BLE001
+                        row.update(status=f"error: {type(err).__name__}: {str(err)[:200]}")
+                        rows.append(row)
+                        continue
+                    row.update(bench_one(fn, inp, mode, device, args.repeats, args.budget_s))
+                    fast_scan.set_scan_compile(False)
+                    rows.append(row)
+                    shown = f"{row['ms']:.3f} ms, {row.get('peak_mb', 0):.0f} MB" if "ms" in row else row["status"]
+                    print(f"{kind} L={l:6d} {dtype_name:8s} {mode:7s} {name:32s} {shown}", flush=True)
+                    del inp
+    payload = dict(machine=common.machine_info(device), shape=shape, rows=rows,
+                   chunk=dict(fast_scan._CHUNK), block_elements=fast_scan._BLOCK_ELEMENTS)
+    common.write_results(out, f"scan-{kind}", payload)
+    print(f"wrote {out}")
+    return payload
+
+
+if __name__ == "__main__":
+    main()

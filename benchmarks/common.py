@@ -1,0 +1,175 @@
+"""Timing, memory and bookkeeping shared by the benchmark scripts.
+
+* ``measure(fn, device)`` runs ``fn`` after warm-up calls and returns the median of repeats
+  (CUDA events on a GPU, ``time.perf_counter`` on a CPU) and the peak extra memory of one call:
+  ``torch.cuda.max_memory_allocated`` minus what was allocated before, or on a CPU the peak
+  resident set size (sampled every 0.2 ms) minus the size before, after returning freed
+  memory to the system.
+* ``machine_info()`` records what the numbers were measured on; ``write_results`` writes the
+  JSON documented in ``benchmarks/README.md``.
+An out-of-memory error is recorded as ``"oom"``, any other failure as ``"error: ..."``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import datetime
+import json
+import os
+import platform
+import statistics
+import threading
+import time
+
+import torch
+
+
+def quick() -> bool:
+    """``MINIMAMBA_QUICK=1``: tiny sizes for the smoke test (never changes the code path)."""
+    return os.environ.get("MINIMAMBA_QUICK", "0") == "1"
+
+
+def _trim() -> None:
+    """Give freed heap memory back to the OS so the next RSS reading starts low (glibc only)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+
+
+def _rss() -> int:
+    import psutil
+
+    return psutil.Process().memory_info().rss
+
+
+def _peak_cpu_bytes(fn) -> int:
+    """Peak RSS during ``fn()`` minus RSS before it, by a sampling thread."""
+    _trim()
+    start = peak = _rss()
+    done = threading.Event()
+
+    def sample():
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, _rss())
+            time.sleep(0.0002)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        fn()
+    finally:
+        done.set()
+        thread.join()
+    return max(0, max(peak, _rss()) - start)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(fn, device: torch.device, warmup: int = 2, repeats: int = 5,
+            budget_s: float = 10.0, memory: bool = True) -> dict:
+    """Median time in ms of ``fn()`` over repeats and its peak extra memory in MB.
+
+    Stops repeating once ``budget_s`` of timed calls have passed (at least one). Returns
+    ``{"ms": median, "ms_all": [...], "peak_mb": ...}`` or ``{"status": "oom" | "error: ..."}``.
+    """
+    try:
+        first = time.perf_counter()
+        for _ in range(max(1, warmup)):
+            fn()
+        _sync(device)
+        first_call_s = time.perf_counter() - first
+        times = []
+        spent = 0.0
+        for _ in range(repeats):
+            if device.type == "cuda":
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn()
+                end.record()
+                end.synchronize()
+                times.append(start.elapsed_time(end))
+            else:
+                t0 = time.perf_counter()
+                fn()
+                times.append((time.perf_counter() - t0) * 1e3)
+            spent += times[-1] / 1e3
+            if spent > budget_s:
+                break
+        out = {"ms": statistics.median(times), "ms_all": [round(t, 4) for t in times],
+               "warmup_s": round(first_call_s, 3)}
+        if memory:
+            if device.type == "cuda":
+                _sync(device)
+                torch.cuda.empty_cache()
+                before = torch.cuda.memory_allocated(device)
+                torch.cuda.reset_peak_memory_stats(device)
+                fn()
+                _sync(device)
+                out["peak_mb"] = (torch.cuda.max_memory_allocated(device) - before) / 2 ** 20
+            else:
+                out["peak_mb"] = _peak_cpu_bytes(fn) / 2 ** 20
+        return out
+    except torch.OutOfMemoryError:
+        return {"status": "oom"}
+    except RuntimeError as err:  # CPU allocation failures and others
+        if "out of memory" in str(err).lower() or "not enough memory" in str(err).lower():
+            return {"status": "oom"}
+        return {"status": f"error: {type(err).__name__}: {str(err)[:200]}"}
+    finally:
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def _version(name: str) -> str | None:
+    try:
+        from importlib.metadata import version
+
+        return version(name)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def machine_info(device: torch.device) -> dict:
+    """Machine, versions and date for the results file."""
+    info = {
+        "date": datetime.date.today().isoformat(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+        "versions": {k: _version(k) for k in ("torch", "triton", "transformers", "mambapy",
+                                              "mamba_ssm", "minimamba-core")},
+    }
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info["gpu"] = props.name
+        info["gpu_memory_gb"] = round(props.total_memory / 2 ** 30, 1)
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+def machine_name(device: torch.device) -> str:
+    """Short name for the results file: ``h200``, ``cpu-2t`` ..."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device).lower()
+        return "".join(c for c in name.replace("nvidia", "") if c.isalnum()) or "cuda"
+    return f"cpu-{torch.get_num_threads()}t"
+
+
+def write_results(path: str, section: str, payload: dict) -> None:
+    """Merge ``payload`` under ``section`` into the JSON file at ``path`` (created if missing)."""
+    data = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            data = json.load(f)
+    data[section] = payload
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(data, f, indent=1)
