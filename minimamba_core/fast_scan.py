@@ -37,7 +37,7 @@ _BLOCK_ELEMENTS = 2 ** 27  # largest (m, T, d_block, n) temporary of the paralle
 SCHEDULES = ("sequential", "parallel")
 SCHEDULE: str | None = None  # force one schedule everywhere (benchmarks); None: chosen by device
 
-_compile = {"on": os.environ.get("MINIMAMBA_COMPILE", "0") == "1", "fns": {}}
+_compile = {"on": os.environ.get("MINIMAMBA_COMPILE", "0") == "1", "fns": {}, "failed": set()}
 
 
 def set_scan_compile(enabled: bool = True) -> bool:
@@ -62,6 +62,11 @@ def scan_compile_enabled() -> bool:
     return _compile["on"]
 
 
+def scan_compile_failures() -> list[str]:
+    """Names of the chunk functions whose compilation failed (they run eager)."""
+    return sorted(_compile["failed"])
+
+
 def _fn(name: str):
     """The chunk function ``name`` of ``chunk_scan``: eager, or compiled when the switch is on.
 
@@ -77,12 +82,16 @@ def _fn(name: str):
         def guarded(*args):
             if _compile["fns"].get(name) is eager:  # an earlier failure: stay eager
                 return eager(*args)
+            for a in args:  # the number of chunks varies with the length: keep it symbolic
+                if isinstance(a, torch.Tensor) and a.dim() >= 3:
+                    torch._dynamo.maybe_mark_dynamic(a, 0)
             try:
                 return compiled(*args)
             except Exception as err:  # noqa: BLE001  (any compiler error: fall back, once)
                 warnings.warn(f"torch.compile failed for {name} ({type(err).__name__}: {err}); "
                               "the scan falls back to eager", RuntimeWarning, stacklevel=2)
                 _compile["fns"][name] = eager
+                _compile["failed"].add(name)
                 return eager(*args)
 
         _compile["fns"][name] = guarded
@@ -151,10 +160,10 @@ def _sequential_forward(x, delta, A, B, C, h0, T):
     b, L, d = x.shape
     fwd = _fn("chunk_forward")
     y = torch.empty_like(x)
-    entering = x.new_empty(b, -(-L // T), d, A.shape[1])
+    entering = x.new_empty(b, L // T, d, A.shape[1])
     h = h0
-    for c, t0 in enumerate(range(0, L, T)):
-        s = slice(t0, t0 + T)
+    for c in range(L // T):
+        s = slice(c * T, (c + 1) * T)
         entering[:, c] = h
         y[:, s], h = fwd(h, delta[:, s], x[:, s], A, B[:, s], C[:, s])
     return y, entering, h
@@ -175,65 +184,68 @@ def _sequential_backward(x, delta, A, B, C, entering, gy, g_last, T):
 
 
 def _d_blocks(b, L, d, n):
-    """Slices of ``d_inner`` whose ``(b, L, d_block, n)`` temporaries stay under the budget."""
+    """Equal slices of ``d_inner`` whose ``(b, L, d_block, n)`` temporaries stay under
+    ``_BLOCK_ELEMENTS`` (the largest divisor of ``d`` that fits, so that shapes repeat)."""
     step = max(1, min(d, _BLOCK_ELEMENTS // max(1, b * L * n)))
-    return [slice(i, min(d, i + step)) for i in range(0, d, step)]
+    step = max(k for k in range(1, step + 1) if d % k == 0)
+    return [slice(i, i + step) for i in range(0, d, step)]
+
+
+def _parallel_forward_blocks(x, delta, A, B, C, h0, T):
+    """:func:`_parallel_forward` over blocks of ``d_inner``."""
+    b, L, d = x.shape
+    y, entering, h_last = torch.empty_like(x), x.new_empty(b, L // T, d, A.shape[1]), torch.empty_like(h0)
+    for s in _d_blocks(b, L, d, A.shape[1]):
+        y[..., s], entering[:, :, s], h_last[:, s] = _parallel_forward(
+            x[..., s], delta[..., s], A[s], B, C, h0[:, s], T)
+    return y, entering, h_last
+
+
+def _parallel_backward_blocks(x, delta, A, B, C, entering, gy, g_last, T):
+    """:func:`_parallel_backward` over blocks of ``d_inner``; ``dB, dC`` summed over blocks."""
+    b, L, d = x.shape
+    ddelta, dx, dA, dh0 = map(torch.empty_like, (delta, x, A, g_last))
+    dB, dC = torch.zeros_like(B), torch.zeros_like(C)
+    for s in _d_blocks(b, L, d, A.shape[1]):
+        ddelta[..., s], dx[..., s], dB_s, dC_s, dA[s], dh0[:, s] = _parallel_backward(
+            x[..., s], delta[..., s], A[s], B, C, entering[:, :, s], gy[..., s], g_last[:, s], T)
+        dB += dB_s
+        dC += dC_s
+    return ddelta, dx, dB, dC, dA, dh0
+
+
+_SCHEDULE_FNS = {"sequential": (_sequential_forward, _sequential_backward),
+                 "parallel": (_parallel_forward_blocks, _parallel_backward_blocks)}
 
 
 class ChunkedScan(torch.autograd.Function):
     """``(x, delta, A, B, C, h0) -> (y, h_last)`` with ``y_t = C_t . h_t``; see the module doc.
 
     ``x, delta (b, l, d)``, ``A (d, n)``, ``B, C (b, l, n)``, ``h0 (b, d, n)``, one float dtype;
-    ``delta`` already biased and softplus-ed. Saves the inputs and the chunk-entry states only.
+    ``delta`` already biased and softplus-ed. The length is padded to a multiple of the chunk
+    with identity steps (``delta = x = B = C = 0``: ``A_bar = 1``, no input, no output).
+    Saves the inputs and the chunk-entry states ``(b, l/T, d, n)`` only.
     """
 
     @staticmethod
     def forward(ctx, x, delta, A, B, C, h0, schedule):
-        T = _CHUNK[schedule]
-        b, L, d = x.shape
-        n = A.shape[1]
-        if schedule == "sequential":
-            y, entering, h_last = _sequential_forward(x, delta, A, B, C, h0, T)
-        else:
-            pad = -L % T  # identity steps: delta = x = B = C = 0 leave the state unchanged
-            xp, dp, Bp, Cp = (torch.nn.functional.pad(t, (0, 0, 0, pad)) for t in (x, delta, B, C))
-            y = x.new_empty(b, L + pad, d)
-            entering = x.new_empty(b, (L + pad) // T, d, n)
-            h_last = torch.empty_like(h0)
-            for s in _d_blocks(b, L + pad, d, n):
-                y[..., s], entering[:, :, s], h_last[:, s] = _parallel_forward(
-                    xp[..., s], dp[..., s], A[s], Bp, Cp, h0[:, s], T)
-            y = y[:, :L]
-        ctx.save_for_backward(x, delta, A, B, C, entering)
-        ctx.schedule = schedule
-        return y, h_last
+        T, L = _CHUNK[schedule], x.shape[1]
+        padded = [_pad_time(t, -L % T) for t in (x, delta, B, C)]
+        y, entering, h_last = _SCHEDULE_FNS[schedule][0](*padded[:2], A, *padded[2:], h0, T)
+        ctx.save_for_backward(*padded, A, entering)
+        ctx.schedule, ctx.L = schedule, L
+        return y[:, :L], h_last
 
     @staticmethod
     def backward(ctx, gy, g_last):
-        x, delta, A, B, C, entering = ctx.saved_tensors
-        T = _CHUNK[ctx.schedule]
-        b, L, d = x.shape
-        n = A.shape[1]
-        gy = torch.zeros_like(x) if gy is None else gy.contiguous()
-        g_last = x.new_zeros(b, d, n) if g_last is None else g_last.contiguous()
-        if ctx.schedule == "sequential":
-            ddelta, dx, dB, dC, dA, dh0 = _sequential_backward(x, delta, A, B, C, entering, gy,
-                                                               g_last, T)
-        else:
-            pad = -L % T
-            xp, dp, Bp, Cp, gyp = (torch.nn.functional.pad(t, (0, 0, 0, pad))
-                                   for t in (x, delta, B, C, gy))
-            ddelta, dx = torch.empty_like(dp), torch.empty_like(xp)
-            dB, dC = torch.zeros_like(Bp), torch.zeros_like(Cp)
-            dA, dh0 = torch.empty_like(A), torch.empty_like(g_last)
-            for s in _d_blocks(b, L + pad, d, n):
-                ddelta[..., s], dx[..., s], dB_s, dC_s, dA[s], dh0[:, s] = _parallel_backward(
-                    xp[..., s], dp[..., s], A[s], Bp, Cp, entering[:, :, s], gyp[..., s],
-                    g_last[:, s], T)
-                dB += dB_s
-                dC += dC_s
-            ddelta, dx, dB, dC = (t[:, :L] for t in (ddelta, dx, dB, dC))
-        return dx, ddelta, dA, dB, dC, dh0, None
+        x, delta, B, C, A, entering = ctx.saved_tensors
+        T, L = _CHUNK[ctx.schedule], ctx.L
+        b, d, n = x.shape[0], x.shape[2], A.shape[1]
+        gy = _pad_time(gy, x.shape[1] - L) if gy is not None else torch.zeros_like(x)
+        g_last = x.new_zeros(b, d, n) if g_last is None else g_last
+        ddelta, dx, dB, dC, dA, dh0 = _SCHEDULE_FNS[ctx.schedule][1](
+            x, delta, A, B, C, entering, gy.contiguous(), g_last.contiguous(), T)
+        return dx[:, :L], ddelta[:, :L], dA, dB[:, :L], dC[:, :L], dh0, None
 
 
 def chunked_scan(x, delta, A, B, C, h0=None, schedule: str | None = None):

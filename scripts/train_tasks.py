@@ -55,6 +55,9 @@ def parse_args(argv=None):
     p.add_argument("--max-seconds", type=float, default=None, help="hard cap on training time")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
+    p.add_argument("--init", type=Path, default=None,
+                   help="start from the weights of a folder written by this script (a second stage)")
+    p.add_argument("--warmup", type=int, default=None)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
@@ -73,7 +76,13 @@ def main(argv=None) -> dict:
         torch.set_float32_matmul_precision("high")  # TF32 matrix products
     model = tasks.task_model(args.vocab_size, args.d_model, args.n_layer, selective=not args.lti,
                              seed=args.seed).to(device)
-    gen = torch.Generator().manual_seed(args.seed + 1)
+    earlier = None
+    if args.init is not None:  # continue an earlier run: same kind of model, its weights
+        previous, earlier = tasks.load_task_model(args.init)
+        if tasks.is_selective(previous) == args.lti:
+            raise ValueError(f"--init {args.init} holds a {'S6' if tasks.is_selective(previous) else 'LTI'} model")
+        model.load_state_dict(previous.state_dict())
+    gen = torch.Generator().manual_seed(args.seed + 1 + (len(earlier.get("stages", [])) + 1 if earlier else 0))
 
     def batch_fn(step):
         return tasks.make_batch(args.task, args.batch_size, args.seqlen, args.vocab_size, args.n_tokens, gen)
@@ -90,12 +99,13 @@ def main(argv=None) -> dict:
         return r
 
     if args.budget_seconds:
+        state = gen.get_state()
         args.steps = steps_for_budget(model, batch_fn, args.budget_seconds)
-        gen.manual_seed(args.seed + 1)
+        gen.set_state(state)
     name = f"{args.task} {'LTI' if args.lti else 'S6'}"
     print(f"{name}: {model.num_parameters():,} parameters, training length {args.seqlen}, "
           f"{mm.describe_device(device)}", flush=True)
-    hist = train(model, batch_fn, args.steps, lr=args.lr, eval_fn=eval_fn, eval_every=args.eval_every,
+    hist = train(model, batch_fn, args.steps, lr=args.lr, warmup=args.warmup, eval_fn=eval_fn, eval_every=args.eval_every,
                  progress=not args.no_progress, desc=name, max_seconds=args.max_seconds)
     model.load_state_dict(best["state"])
     results = {"train_length": args.seqlen, "accuracy": {}}
@@ -116,6 +126,10 @@ def main(argv=None) -> dict:
         "eval_steps": hist.eval_steps, "val_accuracy": [round(e["accuracy"], 4) for e in hist.evals],
         "results": results,
     }
+    if earlier is not None:  # keep the earlier stages' records, oldest first
+        stages = earlier.pop("stages", [])
+        info["stages"] = stages + [earlier]
+        info["total_steps"] = sum(st["steps_done"] for st in info["stages"]) + info["steps_done"]
     tasks.save_task_model(model, args.out, info)
     print(json.dumps({"out": str(args.out), "steps": info["steps_done"], "seconds": info["train_seconds"],
                       **results}), flush=True)

@@ -140,3 +140,105 @@ def test_time_per_token_returns_one_time_per_length(lengths):
         assert data[key].shape == (len(lengths),) and (data[key] > 0).all()
     with pytest.raises(ValueError, match="repeats"):
         viz.plot_time_per_token(repeats=0)
+
+
+# ---- notebook 10 ----------------------------------------------------------------------------
+
+def _reference(z, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, repetition_penalty=1.0, seen=()):
+    """The sampling controls from their definitions, in float64 NumPy (as in notebook 10)."""
+    z = np.array(z, dtype=np.float64)
+    for i in set(seen):
+        z[i] = z[i] / repetition_penalty if z[i] > 0 else z[i] * repetition_penalty
+    if temperature == 0:
+        return np.eye(len(z))[np.argmax(z)]
+    p = np.exp((z - z.max()) / temperature)
+    p /= p.sum()
+    if top_k > 0:
+        p[np.argsort(-p, kind="stable")[top_k:]] = 0
+        p /= p.sum()
+    if top_p < 1.0:
+        order = np.argsort(-p, kind="stable")
+        p[order[(np.cumsum(p[order]) - p[order]) >= top_p]] = 0
+        p /= p.sum()
+    if min_p > 0.0:
+        p[p < min_p * p.max()] = 0
+        p /= p.sum()
+    return p
+
+
+@pytest.fixture(scope="module")
+def tiny_lm():
+    torch.manual_seed(0)
+    model = mm.MambaLM(mm.MambaConfig(d_model=16, n_layer=1, vocab_size=12)).eval()
+    with torch.no_grad():
+        model.backbone.embedding.weight *= 40  # spread the logits so the filters have work to do
+    prompt = torch.tensor([[1, 2, 3, 2]])
+    with torch.no_grad():
+        z = model(prompt)[0, -1, :12].double().numpy()
+    return model, prompt, z
+
+
+def _decode(ids):
+    return "".join("abcdefghij\n "[i] for i in ids)
+
+
+def _check_against_reference(empirical, ref, draws):
+    assert empirical.sum() == pytest.approx(1.0)
+    assert (empirical[ref == 0] == 0).all()
+    assert (np.abs(empirical - ref) <= 5 * np.sqrt(ref * (1 - ref) / draws) + 1e-12).all()
+
+
+@pytest.mark.parametrize("temperature, top_p", [(0.0, 1.0), (0.5, 0.9), (1.0, 0.3), (2.0, 1.0), (1.0, 0.05)])
+def test_sampling_widget_matches_the_definitions(tiny_lm, temperature, top_p):
+    model, prompt, z = tiny_lm
+    data = call(viz.plot_sampling, model=model, prompt_ids=prompt, decode=_decode,
+                temperature=temperature, top_p=top_p, seed=0, max_new_tokens=15, draws=4000)
+    ref = _reference(z, temperature=temperature, top_p=top_p)
+    _check_against_reference(data["empirical"][0], ref, 4000)
+    assert data["kept"] == int((ref > 0).sum())
+    assert len(data["continuations"][0]) == 15 and data["text"] == _decode(data["continuations"][0])
+    assert np.allclose(data["probs"], _reference(z))
+    assert list(data["top_ids"]) == list(np.argsort(-data["probs"], kind="stable")[:15])
+
+
+def test_sampling_widget_is_reproducible_and_seed_dependent(tiny_lm):
+    model, prompt, _ = tiny_lm
+    kw = dict(model=model, prompt_ids=prompt, decode=_decode, temperature=1.0, top_p=1.0,
+              max_new_tokens=30, draws=100)
+    a, b, c = (call(viz.plot_sampling, seed=s, **kw)["text"] for s in (0, 0, 5))
+    assert a == b and a != c
+
+
+def test_generation_controls_side_by_side(tiny_lm):
+    model, prompt, z = tiny_lm
+    settings = {"plain": {}, "top-k 3": {"top_k": 3}, "min-p 0.2": {"min_p": 0.2},
+                "rep 2": {"repetition_penalty": 2.0}, "greedy": {"temperature": 0},
+                "mix": {"temperature": 0.7, "top_k": 6, "top_p": 0.8, "min_p": 0.05}}
+    data = call(viz.plot_generation_controls, model=model, prompt_ids=prompt, decode=_decode,
+                settings=settings, max_new_tokens=10, draws=4000, seed=1, top=8, columns=4)
+    assert data["names"] == list(settings) and data["empirical"].shape == (6, 12)
+    for name, empirical in zip(data["names"], data["empirical"]):
+        _check_against_reference(empirical, _reference(z, seen=prompt[0].tolist(), **settings[name]), 4000)
+    assert (data["empirical"][1] > 0).sum() == 3
+    # greedy continuation == argmax of the full forward on the growing text
+    ids = prompt
+    with torch.no_grad():
+        for _ in range(10):
+            ids = torch.cat([ids, model(ids)[:, -1, :12].argmax(-1, keepdim=True)], dim=1)
+    assert data["continuations"][4] == ids[0, 4:].tolist()
+    assert all(len(c) == 10 for c in data["continuations"])
+
+
+def test_generation_controls_validation(tiny_lm):
+    model, prompt, _ = tiny_lm
+    with pytest.raises(ValueError, match="at least one"):
+        viz.plot_generation_controls(model, prompt, _decode, {})
+    with pytest.raises(ValueError, match="unknown sampling control"):
+        viz.plot_generation_controls(model, prompt, _decode, {"x": {"topk": 3}})
+    with pytest.raises(ValueError, match=r"\(1, l\)"):
+        viz.plot_sampling(model, prompt[0], _decode)
+    with pytest.raises(ValueError, match="top_p"):
+        viz.plot_sampling(model, prompt, _decode, top_p=0.0)
+    with pytest.raises(TypeError, match="MambaLM"):
+        viz.plot_sampling("model", prompt, _decode)
+    plt.close("all")
