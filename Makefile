@@ -11,7 +11,7 @@ ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=24"
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[notebooks,dev,browser]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[notebooks,dev,browser,bench]"
 	touch $(STAMP)
 
 install: $(STAMP)

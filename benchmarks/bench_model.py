@@ -107,6 +107,8 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--libs", nargs="+", default=["ours", "ours_compiled", "transformers", "mambapy"])
     p.add_argument("--decode-tokens", type=int, nargs=2, default=[8, 40])
+    p.add_argument("--deadline", type=float, default=0.0,
+                   help="epoch seconds after which remaining measurements are skipped")
     p.add_argument("--out")
     args = p.parse_args(argv)
     device = torch.device(args.device)
@@ -129,6 +131,9 @@ def main(argv=None):
             continue
         fast_scan.set_scan_compile(lib == "ours_compiled")
         row = dict(lib=lib, config=cfg["name"])
+        if args.deadline and time.time() > args.deadline:
+            rows.append(dict(row, status="skipped: out of time"))
+            continue
         try:
             model = build(kind, cfg, device).train()
             row["params_m"] = round(sum(q.numel() for q in model.parameters()) / 1e6, 2)

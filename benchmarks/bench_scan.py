@@ -82,6 +82,8 @@ def main(argv=None):
     p.add_argument("--modes", nargs="+", default=["fwd", "fwd+bwd"])
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--budget-s", type=float, default=6.0, help="timed seconds per measurement")
+    p.add_argument("--deadline", type=float, default=0.0,
+                   help="epoch seconds after which remaining measurements are skipped")
     p.add_argument("--out", help="results JSON (default results/<machine>-<date>.json)")
     args = p.parse_args(argv)
     device = torch.device(args.device)
@@ -112,6 +114,9 @@ def main(argv=None):
                     limit = MAX_LEN.get((kind, name, mode))
                     if (mode == "fwd+bwd" and not has_backward) or (limit and l > limit):
                         continue
+                    if args.deadline and time.time() > args.deadline:
+                        rows.append(dict(row, status="skipped: out of time"))
+                        continue
                     inp = make_inputs(shape["b"], l, shape["d"], shape["n"], dtype, device, seed=l + i)
                     try:
                         fn = factory()
@@ -120,6 +125,8 @@ def main(argv=None):
                         rows.append(row)
                         continue
                     row.update(bench_one(fn, inp, mode, device, args.repeats, args.budget_s))
+                    if "compiled" in name:
+                        row["compile_failures"] = fast_scan.scan_compile_failures()
                     fast_scan.set_scan_compile(False)
                     rows.append(row)
                     shown = f"{row['ms']:.3f} ms, {row.get('peak_mb', 0):.0f} MB" if "ms" in row else row["status"]

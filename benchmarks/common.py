@@ -169,6 +169,8 @@ def write_results(path: str, section: str, payload: dict) -> None:
     if os.path.exists(path):
         with open(path) as f:
             data = json.load(f)
+    if "rows" in data.get(section, {}) and "rows" in payload:  # a later run adds its rows
+        payload = dict(payload, rows=data[section]["rows"] + payload["rows"])
     data[section] = payload
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:

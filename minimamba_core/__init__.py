@@ -15,6 +15,7 @@ from .generate import generate, sample_next_token
 from .mixer import MambaMixer
 from .model import MambaLM, ResidualBlock
 from .norm import RMSNorm
+from .fast_scan import set_scan_compile
 from .scan import selective_scan, selective_scan_parallel, selective_scan_sequential
 from .tokenizer import build_char_tokenizer, load_tokenizer
 
@@ -41,4 +42,5 @@ __all__ = [
     "selective_scan",
     "selective_scan_parallel",
     "selective_scan_sequential",
+    "set_scan_compile",
 ]

@@ -32,7 +32,8 @@ import torch
 
 from . import chunk_scan as cs
 
-_CHUNK = {"sequential": 64, "parallel": 64}  # time steps per chunk, per schedule
+_CHUNK = {"sequential": 64, "parallel": 64}  # time steps per chunk, per schedule (eager)
+_CHUNK_COMPILED = {"sequential": 32, "parallel": 32}  # compiled: the loop is unrolled, keep it short
 _BLOCK_ELEMENTS = 2 ** 27  # largest (m, T, d_block, n) temporary of the parallel schedule (512 MiB fp32)
 SCHEDULES = ("sequential", "parallel")
 SCHEDULE: str | None = None  # force one schedule everywhere (benchmarks); None: chosen by device
@@ -77,14 +78,12 @@ def _fn(name: str):
     if not _compile["on"]:
         return eager
     if name not in _compile["fns"]:
-        compiled = torch.compile(getattr(cs, name + "_functional", eager))
+        # dynamic: one compilation serves every length and block width (compiling takes minutes)
+        compiled = torch.compile(getattr(cs, name + "_functional", eager), dynamic=True)
 
         def guarded(*args):
             if _compile["fns"].get(name) is eager:  # an earlier failure: stay eager
                 return eager(*args)
-            for a in args:  # the number of chunks varies with the length: keep it symbolic
-                if isinstance(a, torch.Tensor) and a.dim() >= 3:
-                    torch._dynamo.maybe_mark_dynamic(a, 0)
             try:
                 return compiled(*args)
             except Exception as err:  # noqa: BLE001  (any compiler error: fall back, once)
@@ -183,10 +182,10 @@ def _sequential_backward(x, delta, A, B, C, entering, gy, g_last, T):
     return ddelta, dx, dB, dC, dA, lam
 
 
-def _d_blocks(b, L, d, n):
+def _d_blocks(b, L, d, n, budget=None):
     """Equal slices of ``d_inner`` whose ``(b, L, d_block, n)`` temporaries stay under
-    ``_BLOCK_ELEMENTS`` (the largest divisor of ``d`` that fits, so that shapes repeat)."""
-    step = max(1, min(d, _BLOCK_ELEMENTS // max(1, b * L * n)))
+    ``budget`` elements (default ``_BLOCK_ELEMENTS``; the largest divisor of ``d`` that fits)."""
+    step = max(1, min(d, (budget or _BLOCK_ELEMENTS) // max(1, b * L * n)))
     step = max(k for k in range(1, step + 1) if d % k == 0)
     return [slice(i, i + step) for i in range(0, d, step)]
 
@@ -195,7 +194,9 @@ def _parallel_forward_blocks(x, delta, A, B, C, h0, T):
     """:func:`_parallel_forward` over blocks of ``d_inner``."""
     b, L, d = x.shape
     y, entering, h_last = torch.empty_like(x), x.new_empty(b, L // T, d, A.shape[1]), torch.empty_like(h0)
-    for s in _d_blocks(b, L, d, A.shape[1]):
+    # Compiled, the forward keeps no (b, L, d, n) temporary (the loops are fused): one block.
+    budget = 16 * _BLOCK_ELEMENTS if _compile["on"] else None
+    for s in _d_blocks(b, L, d, A.shape[1], budget):
         y[..., s], entering[:, :, s], h_last[:, s] = _parallel_forward(
             x[..., s], delta[..., s], A[s], B, C, h0[:, s], T)
     return y, entering, h_last
@@ -229,17 +230,17 @@ class ChunkedScan(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, delta, A, B, C, h0, schedule):
-        T, L = _CHUNK[schedule], x.shape[1]
+        T, L = (_CHUNK_COMPILED if _compile["on"] else _CHUNK)[schedule], x.shape[1]
         padded = [_pad_time(t, -L % T) for t in (x, delta, B, C)]
         y, entering, h_last = _SCHEDULE_FNS[schedule][0](*padded[:2], A, *padded[2:], h0, T)
         ctx.save_for_backward(*padded, A, entering)
-        ctx.schedule, ctx.L = schedule, L
+        ctx.schedule, ctx.L, ctx.T = schedule, L, T
         return y[:, :L], h_last
 
     @staticmethod
     def backward(ctx, gy, g_last):
         x, delta, B, C, A, entering = ctx.saved_tensors
-        T, L = _CHUNK[ctx.schedule], ctx.L
+        T, L = ctx.T, ctx.L
         b, d, n = x.shape[0], x.shape[2], A.shape[1]
         gy = _pad_time(gy, x.shape[1] - L) if gy is not None else torch.zeros_like(x)
         g_last = x.new_zeros(b, d, n) if g_last is None else g_last

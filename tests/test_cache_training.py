@@ -40,7 +40,21 @@ def _loss(model, ids, targets, cache=None):
 
 
 def _grads(model):
-    return [p.grad.clone() for p in model.parameters()]
+    return [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in model.parameters()]
+
+
+def _check_cache_gradients(model, ids, targets) -> None:
+    """The guard: a forward with a fresh cache trains exactly like one without."""
+    cache = _train_step_with_fresh_cache(model, ids, targets)
+    with_cache = _grads(model)
+    model.zero_grad(set_to_none=True)
+    _loss(model, ids, targets).backward()
+    # same graph up to adding a zero initial state: equal to rounding (measured: bit-for-bit)
+    for (name, _), g_cache, g in zip(model.named_parameters(), with_cache, _grads(model)):
+        torch.testing.assert_close(g_cache, g, atol=1e-7, rtol=1e-6,
+                                   msg=lambda m, name=name: f"gradient of {name} differs with the cache: {m}")
+    _assert_no_graph(cache)
+    assert cache.seqlen_offset == ids.shape[1]
 
 
 def _train_step_with_fresh_cache(model, ids, targets):
@@ -58,17 +72,9 @@ def _assert_no_graph(cache) -> None:
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 def test_backward_through_a_fresh_cache_matches_no_cache(dtype):
-    model = _model(dtype=dtype)
-    ids, targets = _batch(2, 12)
-    cache = _train_step_with_fresh_cache(model, ids, targets)
-    with_cache = _grads(model)
-    model.zero_grad(set_to_none=True)
-    _loss(model, ids, targets).backward()
-    # same graph up to adding a zero initial state: equal to rounding (measured: bit-for-bit)
-    for g_cache, g in zip(with_cache, _grads(model)):
-        torch.testing.assert_close(g_cache, g, atol=1e-7, rtol=1e-6)
-    _assert_no_graph(cache)
-    assert cache.seqlen_offset == 12
+    """No in-place modification error (the mixer rebinds the cache's states, never writes into
+    a tensor the scan may have saved for backward), the gradients of a cache-free forward."""
+    _check_cache_gradients(_model(dtype=dtype), *_batch(2, 12))
 
 
 def test_second_chunk_trains_from_the_detached_cache():
@@ -87,20 +93,31 @@ def test_second_chunk_trains_from_the_detached_cache():
         torch.testing.assert_close(chunked, model(ids), atol=1e-5, rtol=0)
 
 
-def test_cache_training_guard_fires_on_in_place_state_updates(monkeypatch):
-    """The bug: writing the new state into the old tensor, which the scan saved for backward."""
+def test_cache_training_guard_fires_when_the_cached_path_cuts_the_graph(monkeypatch):
+    """The bug: treating "a cache is given" as "inference", running the mixer without grad."""
     original = mixer_mod.MambaMixer.forward
 
-    def in_place_update(self, hidden, cache=None, attention_mask=None):
-        old = None if cache is None else cache.ssm_states[self.layer_idx]
-        out = original(self, hidden, cache, attention_mask)
-        if cache is not None:
-            old.copy_(cache.ssm_states[self.layer_idx])
-            cache.ssm_states[self.layer_idx] = old
-        return out
-    monkeypatch.setattr(mixer_mod.MambaMixer, "forward", in_place_update)
+    def no_grad_with_cache(self, hidden, cache=None, attention_mask=None):
+        with torch.set_grad_enabled(cache is None and torch.is_grad_enabled()):
+            return original(self, hidden, cache, attention_mask)
+    monkeypatch.setattr(mixer_mod.MambaMixer, "forward", no_grad_with_cache)
+    with pytest.raises(AssertionError, match="differs with the cache"):
+        _check_cache_gradients(_model(), *_batch(2, 12))
+
+
+def test_in_place_state_update_would_break_backward_of_the_sequential_scan():
+    """Why the mixer rebinds its states: the loop's autograd saves ``h0``; writing the new state
+    into it, as a cache that updates in place would, breaks the backward pass."""
+    g = torch.Generator().manual_seed(0)
+    x, delta, z = (torch.randn(1, 6, 3, generator=g, requires_grad=True) for _ in range(3))
+    B, C = (torch.randn(1, 6, 2, generator=g) for _ in range(2))
+    A = -torch.rand(3, 2, generator=g)
+    h0 = torch.zeros(1, 3, 2)
+    y, h = mm.selective_scan_sequential(x, delta, A, B, C, z=z, delta_softplus=True, h0=h0,
+                                        return_last_state=True)
+    h0.copy_(h.detach())  # the in-place update
     with pytest.raises(RuntimeError, match="inplace"):
-        _train_step_with_fresh_cache(_model(), *_batch(2, 12))
+        y.sum().backward()
 
 
 def test_cache_graph_guard_fires_when_states_keep_their_graph(monkeypatch):

@@ -260,6 +260,18 @@ def test_scan_arithmetic_is_float32_for_half_inputs(dtype, method):
     assert torch.equal(y, y32.to(dtype)) and torch.equal(h, h32)
 
 
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+@torch.no_grad()
+def test_half_model_keeps_its_recurrent_state_float32(dtype):
+    model = _model().to(dtype)
+    cache = model.empty_cache(2)
+    ids = _ids(2, 7)
+    model(ids, cache=cache)
+    model.step(ids[:, :1], cache)
+    assert all(t.dtype == torch.float32 for t in cache.conv_states + cache.ssm_states)
+    assert model(ids).dtype == dtype  # while the activations are half
+
+
 def _spy_autocast_in_scans(monkeypatch) -> list:
     seen = []
     for name in ("selective_scan_parallel", "selective_scan_sequential"):

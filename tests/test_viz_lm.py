@@ -195,7 +195,9 @@ def test_sampling_widget_matches_the_definitions(tiny_lm, temperature, top_p):
                 temperature=temperature, top_p=top_p, seed=0, max_new_tokens=15, draws=4000)
     ref = _reference(z, temperature=temperature, top_p=top_p)
     _check_against_reference(data["empirical"][0], ref, 4000)
-    assert data["kept"] == int((ref > 0).sum())
+    # "kept" counts the tokens ever drawn: every allowed token likely enough to show up in 4000
+    # draws, and none that the definitions exclude
+    assert int((ref > 10 / 4000).sum()) <= data["kept"] <= int((ref > 0).sum())
     assert len(data["continuations"][0]) == 15 and data["text"] == _decode(data["continuations"][0])
     assert np.allclose(data["probs"], _reference(z))
     assert list(data["top_ids"]) == list(np.argsort(-data["probs"], kind="stable")[:15])
@@ -219,7 +221,7 @@ def test_generation_controls_side_by_side(tiny_lm):
     assert data["names"] == list(settings) and data["empirical"].shape == (6, 12)
     for name, empirical in zip(data["names"], data["empirical"]):
         _check_against_reference(empirical, _reference(z, seen=prompt[0].tolist(), **settings[name]), 4000)
-    assert (data["empirical"][1] > 0).sum() == 3
+    assert 1 <= (data["empirical"][1] > 0).sum() <= 3  # top-k = 3
     # greedy continuation == argmax of the full forward on the growing text
     ids = prompt
     with torch.no_grad():

@@ -1,0 +1,172 @@
+"""The fast scan (``fast_scan.py``, ``chunk_scan.py``) against the float64 sequential reference,
+its building blocks against each other, and the compile switch's fallbacks."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import minimamba_core as mm
+from minimamba_core import chunk_scan as cs
+from minimamba_core import fast_scan
+
+# Max abs error against the float64 loop, inputs O(1): float64 agrees to rounding (seen <= 2e-13
+# at l = 1000); float32 as tests/test_scan.py.
+TOL = {torch.float64: dict(atol=1e-10, rtol=1e-10), torch.float32: dict(atol=5e-5, rtol=5e-5)}
+
+
+def _inputs(b, l, d, n, dtype=torch.float64, seed=0, device="cpu"):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
+    inp = dict(x=r(b, l, d), delta=torch.nn.functional.softplus(r(b, l, d) * 0.5 - 1.0),
+               A=-torch.exp(r(d, n) * 0.5), B=r(b, l, n), C=r(b, l, n), h0=r(b, d, n))
+    return {k: v.to(device, dtype).requires_grad_() for k, v in inp.items()}
+
+
+def _outputs_and_grads(fn, inp):
+    """``(y, h_last)`` and the gradients of a fixed random scalar of both, for every input."""
+    y, h = fn(inp)
+    g = torch.Generator().manual_seed(1)
+    wy = torch.randn(y.shape, generator=g, dtype=torch.float64).to(y)
+    wh = torch.randn(h.shape, generator=g, dtype=torch.float64).to(h)
+    grads = torch.autograd.grad((y * wy).sum() + (h * wh).sum(), list(inp.values()))
+    return [y, h, *grads]
+
+
+def _reference(inp):
+    inp64 = {k: v.detach().double().cpu().requires_grad_() for k, v in inp.items()}
+    return _outputs_and_grads(lambda i: mm.selective_scan_sequential(
+        i["x"], i["delta"], i["A"], i["B"], i["C"], h0=i["h0"], return_last_state=True), inp64)
+
+
+def _fast(schedule):
+    return lambda i: fast_scan.chunked_scan(i["x"], i["delta"], i["A"], i["B"], i["C"], i["h0"],
+                                            schedule=schedule)
+
+
+NAMES = ["y", "h_last", "dx", "ddelta", "dA", "dB", "dC", "dh0"]
+
+
+def _assert_matches(got, ref, dtype):
+    for name, a, b in zip(NAMES, got, ref):
+        torch.testing.assert_close(a.detach().double().cpu(), b, **TOL[dtype], msg=name)
+
+
+@pytest.mark.parametrize("chunk", [2, 4, 64])  # 2 and 4: several levels of the summary scan
+@pytest.mark.parametrize("l", [1, 2, 3, 7, 64, 100, 1000])
+@pytest.mark.parametrize("schedule", fast_scan.SCHEDULES)
+def test_schedules_match_float64_loop(schedule, l, chunk, monkeypatch):
+    monkeypatch.setitem(fast_scan._CHUNK, schedule, chunk)
+    inp = _inputs(2, l, 3, 5)
+    _assert_matches(_outputs_and_grads(_fast(schedule), inp), _reference(inp), torch.float64)
+
+
+@pytest.mark.parametrize("schedule", fast_scan.SCHEDULES)
+def test_float32_and_device(schedule, device):
+    inp = _inputs(2, 300, 8, 16, torch.float32, device=device)
+    got = _outputs_and_grads(_fast(schedule), inp)
+    assert got[0].dtype == torch.float32 and got[0].device.type == device.type
+    _assert_matches(got, _reference(inp), torch.float32)
+
+
+def test_d_inner_blocks_give_the_same_numbers(monkeypatch):
+    inp = _inputs(2, 50, 12, 3)
+    whole = _outputs_and_grads(_fast("parallel"), inp)
+    monkeypatch.setattr(fast_scan, "_BLOCK_ELEMENTS", 2 * 64 * 3 * 4)  # 4 channels per block
+    assert len(fast_scan._d_blocks(2, 64, 12, 3)) == 3
+    _assert_matches(_outputs_and_grads(_fast("parallel"), inp), [t.double() for t in whole],
+                    torch.float64)
+
+
+def test_only_chunk_entry_states_are_saved():
+    # Autograd keeps the inputs and (b, l/T, d, n); the blocked scan kept (b, l, d, n) many times.
+    b, l, d, n, T = 1, 512, 16, 16, fast_scan._CHUNK["sequential"]
+    inp = {k: v.detach().float().requires_grad_() for k, v in _inputs(b, l, d, n).items()}
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+        fast_scan.chunked_scan(inp["x"], inp["delta"], inp["A"], inp["B"], inp["C"], inp["h0"])
+    inputs = sum(v.numel() for k, v in inp.items() if k != "h0")
+    assert sum(saved) <= inputs + b * (l // T) * d * n, (sum(saved), inputs)
+
+
+def test_functional_twins_equal_the_in_place_chunk_functions():
+    # What torch.compile runs (the *_functional twins) computes what the eager functions do.
+    m, T, d, n = 3, 6, 4, 5
+    inp = {k: v.detach() for k, v in _inputs(m, T, d, n).items()}
+    g = torch.Generator().manual_seed(2)
+    lam_in, gy = torch.randn(m, d, n, generator=g, dtype=torch.float64), torch.randn(m, T, d, generator=g,
+                                                                                       dtype=torch.float64)
+    args = (inp["h0"], inp["delta"], inp["x"], inp["A"], inp["B"], inp["C"])
+    for a, b in zip(cs.chunk_forward(*args), cs.chunk_forward_functional(*args)):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
+    args = (inp["h0"], lam_in, inp["delta"], inp["x"], inp["A"], inp["B"], inp["C"], gy)
+    for a, b in zip(cs.chunk_backward(*args), cs.chunk_backward_functional(*args)):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
+
+
+def test_summaries_equal_the_loops_they_replace():
+    m, T, d, n = 2, 9, 3, 4
+    inp = {k: v.detach() for k, v in _inputs(m, T, d, n).items()}
+    zero = torch.zeros(m, d, n, dtype=torch.float64)
+    _, h_end = cs.chunk_forward(zero, inp["delta"], inp["x"], inp["A"], inp["B"], inp["C"])
+    torch.testing.assert_close(cs.chunk_summary_forward(inp["delta"], inp["x"], inp["A"], inp["B"]),
+                               h_end, atol=1e-12, rtol=1e-12)
+    gy = torch.randn(m, T, d, dtype=torch.float64)
+    *_, dh_in = cs.chunk_backward(zero, zero, inp["delta"], inp["x"], inp["A"], inp["B"], inp["C"], gy)
+    torch.testing.assert_close(cs.chunk_summary_backward(inp["delta"], inp["A"], inp["C"], gy), dh_in,
+                               atol=1e-12, rtol=1e-12)
+
+
+def test_unknown_schedule_is_rejected():
+    inp = {k: v.detach() for k, v in _inputs(1, 4, 2, 3).items()}
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        fast_scan.chunked_scan(inp["x"], inp["delta"], inp["A"], inp["B"], inp["C"], schedule="fast")
+
+
+@pytest.fixture
+def compile_off():
+    yield
+    fast_scan.set_scan_compile(False)
+
+
+def test_switch_without_torch_compile_warns_and_stays_eager(monkeypatch, compile_off):
+    monkeypatch.delattr(torch, "compile")
+    with pytest.warns(RuntimeWarning, match="torch.compile is not available"):
+        assert mm.set_scan_compile(True) is False
+    assert not fast_scan.scan_compile_enabled()
+
+
+def test_switch_falls_back_to_eager_when_compiling_fails(monkeypatch, compile_off):
+    def broken_compile(fn, **kwargs):
+        def run(*args):
+            raise RuntimeError("no C++ compiler (simulated)")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    assert mm.set_scan_compile(True) is True
+    inp = _inputs(1, 40, 3, 4)
+    with pytest.warns(RuntimeWarning, match="falls back to eager"):
+        got = _outputs_and_grads(_fast("sequential"), inp)
+    assert fast_scan.scan_compile_failures() == ["chunk_backward", "chunk_forward"]
+    _assert_matches(got, _reference(inp), torch.float64)
+
+
+def test_environment_variable_switches_compile_on():
+    code = "import minimamba_core as mm, minimamba_core.fast_scan as f; print(f.scan_compile_enabled())"
+    env = {"MINIMAMBA_COMPILE": "1", "PATH": ""}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
+
+
+@pytest.mark.slow
+def test_compiled_scan_matches_float64_loop(monkeypatch, compile_off):
+    # A real torch.compile, kept small (2 unrolled steps) so that compiling takes seconds.
+    if not fast_scan.set_scan_compile(True):
+        pytest.skip("torch.compile unavailable")
+    monkeypatch.setitem(fast_scan._CHUNK_COMPILED, "sequential", 2)
+    inp = _inputs(1, 7, 3, 4)
+    got = _outputs_and_grads(_fast("sequential"), inp)
+    if fast_scan.scan_compile_failures():
+        pytest.skip(f"compiler unavailable here: {fast_scan.scan_compile_failures()}")
+    _assert_matches(got, _reference(inp), torch.float64)
