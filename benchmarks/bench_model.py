@@ -107,12 +107,15 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--libs", nargs="+", default=["ours", "ours_compiled", "transformers", "mambapy"])
     p.add_argument("--decode-tokens", type=int, nargs=2, default=[8, 40])
+    p.add_argument("--clock", choices=["wall", "process"], default="wall",
+                   help="CPU timing: wall clock, or this process's CPU time (for a shared machine)")
     p.add_argument("--deadline", type=float, default=0.0,
                    help="epoch seconds after which remaining measurements are skipped")
     p.add_argument("--out")
     args = p.parse_args(argv)
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
+    common.CLOCK["name"] = args.clock
     cfg = dict(CONFIGS[device.type])
     n1, n2 = args.decode_tokens
     repeats = 3

@@ -32,12 +32,12 @@ DEFAULT_METHODS = {
 }
 # Longest length per (device, method, mode) worth waiting for; longer ones are skipped.
 MAX_LEN = {
-    ("cpu", "ours_loop_reference", "fwd"): 4096, ("cpu", "ours_loop_reference", "fwd+bwd"): 1024,
-    ("cpu", "transformers_loop", "fwd"): 4096, ("cpu", "transformers_loop", "fwd+bwd"): 256,
-    ("cpu", "blocked_autograd_before", "fwd"): 4096, ("cpu", "blocked_autograd_before", "fwd+bwd"): 4096,
+    ("cpu", "ours_loop_reference", "fwd"): 8192, ("cpu", "ours_loop_reference", "fwd+bwd"): 1024,
+    ("cpu", "transformers_loop", "fwd"): 8192, ("cpu", "transformers_loop", "fwd+bwd"): 256,
+    ("cpu", "blocked_autograd_before", "fwd"): 1024, ("cpu", "blocked_autograd_before", "fwd+bwd"): 1024,
     ("cpu", "mambapy_pscan", "fwd"): 8192, ("cpu", "mambapy_pscan", "fwd+bwd"): 8192,
-    ("cpu", "ours_eager_parallel_schedule", "fwd"): 4096,
-    ("cpu", "ours_eager_parallel_schedule", "fwd+bwd"): 4096,
+    ("cpu", "ours_eager_parallel_schedule", "fwd"): 1024,
+    ("cpu", "ours_eager_parallel_schedule", "fwd+bwd"): 1024,
     ("cuda", "ours_loop_reference", "fwd"): 2048, ("cuda", "ours_loop_reference", "fwd+bwd"): 512,
     ("cuda", "transformers_loop", "fwd"): 8192, ("cuda", "transformers_loop", "fwd+bwd"): 512,
     ("cuda", "mambapy_pscan", "fwd"): 65536, ("cuda", "mambapy_pscan", "fwd+bwd"): 65536,
@@ -82,15 +82,18 @@ def main(argv=None):
     p.add_argument("--modes", nargs="+", default=["fwd", "fwd+bwd"])
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--budget-s", type=float, default=6.0, help="timed seconds per measurement")
+    p.add_argument("--clock", choices=["wall", "process"], default="wall",
+                   help="CPU timing: wall clock, or this process's CPU time (for a shared machine)")
     p.add_argument("--deadline", type=float, default=0.0,
                    help="epoch seconds after which remaining measurements are skipped")
     p.add_argument("--out", help="results JSON (default results/<machine>-<date>.json)")
     args = p.parse_args(argv)
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
+    common.CLOCK["name"] = args.clock
     kind = device.type
     shape = dict(SHAPES[kind])
-    lengths = args.lengths or ([256, 1024, 4096, 16384] if kind == "cpu" else
+    lengths = args.lengths or ([256, 1024, 4096, 8192, 16384] if kind == "cpu" else
                                [512, 2048, 8192, 32768, 65536])
     methods = args.methods or DEFAULT_METHODS[kind]
     if common.quick():

@@ -133,7 +133,7 @@ def train(model: nn.Module, batch_fn: Callable[[int], tuple[torch.Tensor, torch.
           min_lr_ratio: float = 0.1, grad_clip: float = 1.0, betas=(0.9, 0.95),
           eval_fn: Callable[[nn.Module], dict] | None = None, eval_every: int = 0,
           progress: bool = True, desc: str = "train", notebook_bar: bool = False,
-          max_seconds: float | None = None) -> History:
+          progress_interval: float = 1.0, max_seconds: float | None = None) -> History:
     """Train ``model`` in place for ``steps`` AdamW steps; return the :class:`History`.
 
     Args:
@@ -147,7 +147,8 @@ def train(model: nn.Module, batch_fn: Callable[[int], tuple[torch.Tensor, torch.
             ``eval_every`` steps and after the last step; a result with ``"stop": True``
             ends training early (e.g. once a task is solved).
         progress: show a tqdm bar (text bar written to stdout, or a widget when
-            ``notebook_bar``) with the running loss.
+            ``notebook_bar``) with the running loss, redrawn at most every
+            ``progress_interval`` seconds (notebooks use a long interval: fewer stored lines).
         max_seconds: stop early once this much wall time has passed (a safety net; the
             schedule still assumes ``steps``).
 
@@ -165,7 +166,7 @@ def train(model: nn.Module, batch_fn: Callable[[int], tuple[torch.Tensor, torch.
     model.train()
     bar_cls = _tqdm_auto if notebook_bar else _tqdm_text
     bar = bar_cls(range(steps), desc=desc, disable=not progress, file=sys.stdout,
-                  mininterval=1.0, ncols=90 if not notebook_bar else None)
+                  mininterval=progress_interval, ncols=90 if not notebook_bar else None)
     t0 = time.perf_counter()
     for step in bar:
         for group in opt.param_groups:

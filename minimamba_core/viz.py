@@ -55,7 +55,7 @@ from .scan import selective_scan_sequential  # noqa: E402
 DISCRETIZATIONS = ("zoh", "euler", "bilinear")
 SELECTION_SIGNALS = ("pulses", "steps", "noise")
 B_BAR_RULES = ("zoh", "euler")
-SCAN_ALGORITHMS = ("hillis-steele", "blelloch", "blocked")
+SCAN_ALGORITHMS = ("hillis-steele", "blelloch", "chunked")
 
 
 def _check_choice(name: str, value, allowed: tuple) -> None:
@@ -147,7 +147,7 @@ def plot_discretization(delta: float = 0.5, A: float = -1.0, method: str = "zoh"
             ax.text(0.5, 0.06, rf"unstable: $|\bar A|$ = {abs(A_bar):.2f} > 1", color="C3",
                     transform=ax.transAxes, ha="center")
     ax1.legend(loc="upper right", fontsize=8)
-    ax2.legend(loc="lower right", fontsize=8)
+    ax2.legend(loc="lower right" if stable else "center right", fontsize=8)
     fig.tight_layout()
     data = dict(A_bar=A_bar, B_bar=B_bar, stable=stable, memory_steps=memory, t=k * delta,
                 kernel=kernel, step=step, step_exact=step_exact)
@@ -335,9 +335,12 @@ def scan_schedule(algorithm: str, length: int, chunk: int = 4) -> list[tuple[str
     * ``"hillis-steele"``: level ``j`` combines position ``i`` with ``i - 2**(j-1)``; any length.
     * ``"blelloch"``: up-sweep, clear the root, down-sweep (an exclusive scan), then one
       elementwise step to make it inclusive; ``length`` a power of two.
-    * ``"blocked"``: the package's scheme with chunks of ``chunk`` steps: each chunk scanned
-      step by step (all chunks at once), the chunk ends scanned, then every chunk fixed up with
-      the state entering it. (The package recurses when there are more than ``chunk`` chunks.)
+    * ``"chunked"``: the GPU schedule of the package's scan (``fast_scan.py``) with chunks of
+      ``chunk`` steps: every chunk's summary in one level (the package computes it without a
+      loop, from cumulative sums of ``delta``), the chunk summaries scanned one after another (the
+      package does that in groups of ``chunk``, recursively), then every chunk runs its steps
+      from the state entering it, all chunks at once. A chunk's last position is already final
+      after the summaries and is not redrawn.
 
     Raises ValueError: unknown ``algorithm``; ``length`` < 1; Blelloch with a length that is not
     a power of two; ``chunk`` < 2.
@@ -350,6 +353,10 @@ def scan_schedule(algorithm: str, length: int, chunk: int = 4) -> list[tuple[str
 
     def prev():
         return len(levels) - 1
+
+    def add(name, ops):
+        if ops:  # a level that writes nothing is not a level
+            levels.append((name, ops))
 
     if algorithm == "hillis-steele":
         s = 1
@@ -382,20 +389,21 @@ def scan_schedule(algorithm: str, length: int, chunk: int = 4) -> list[tuple[str
     else:
         T = chunk
         n_chunks = -(-L // T)
-        for j in range(1, T):
-            p = prev()
-            ops = [(c * T + j, ((p, c * T + j - 1), (p, c * T + j))) for c in range(n_chunks) if c * T + j < L]
-            if ops:
-                levels.append((f"in chunk, step {j}", ops))
         ends = [min(c * T + T - 1, L - 1) for c in range(n_chunks)]
-        for c in range(1, n_chunks):
+        add("chunk sums", [(ends[c], tuple((0, i) for i in range(c * T, ends[c] + 1)))
+                           for c in range(n_chunks) if ends[c] > c * T])
+        for c in range(1, n_chunks):  # the summaries, one after another: the state after chunk c
             p = prev()
-            levels.append((f"chunk ends, step {c}", [(ends[c], ((p, ends[c - 1]), (p, ends[c])))]))
-        p = prev()
-        ops = [(i, ((p, ends[c - 1]), (p, i))) for c in range(1, n_chunks)
-               for i in range(c * T, min(c * T + T, L)) if i != ends[c]]
-        if ops:
-            levels.append(("fix up", ops))
+            add(f"chunk ends, step {c}", [(ends[c], ((p, ends[c - 1]), (p, ends[c])))])
+        for j in range(T - 1):  # every chunk's own steps, from the state entering it
+            p = prev()
+            ops = []
+            for c in range(n_chunks):
+                i = c * T + j
+                if i >= ends[c] or (j == 0 and c == 0):  # already final
+                    continue
+                ops.append((i, ((p, ends[c - 1] if j == 0 else i - 1), (p, i))))  # (p, i) is still x_i
+            add(f"in chunks, step {j + 1}", ops)
     return levels
 
 
@@ -528,8 +536,9 @@ def plot_mixer_scrub(position: int = 0, channel: int = 0):
 
     Uses :func:`mixer_scrub_example` (an untrained mixer) and :func:`mixer_selection`. Top:
     ``delta_t`` of ``channel`` for every token, the chosen ``position`` marked. Bottom: at that
-    position, ``A_bar = exp(delta_t A)`` of the channel's states, and ``B_t``, ``C_t`` (shared by
-    all channels). Bar limits are fixed over the sentence, so moving the slider is comparable.
+    position, ``1 - A_bar`` (the fraction of each state forgotten at this token, ``A_bar =
+    exp(delta_t A)``) for the channel's states, and ``B_t``, ``C_t`` (shared by all channels).
+    Bar limits are fixed over the sentence, so positions can be compared.
 
     Returns ``(fig, data)``; ``data``: ``tokens`` (list of str), ``delta (l,)`` for the channel,
     ``B, C (l, N)``, ``delta_at`` (float), ``A_bar_at, B_at, C_at (N,)``.
@@ -545,13 +554,14 @@ def plot_mixer_scrub(position: int = 0, channel: int = 0):
     B, C = sel["B"][0].numpy(), sel["C"][0].numpy()  # (l, N)
     A = sel["A"][channel].numpy()  # (N,)
     A_bar_at = np.exp(delta[position] * A)  # (N,)
+    forget_max = float(1.0 - np.exp(delta.max() * A).min())  # largest 1 - A_bar over the sentence
     data = dict(tokens=tokens, delta=delta, B=B, C=C, delta_at=float(delta[position]), A_bar_at=A_bar_at,
                 B_at=B[position], C_at=C[position])
 
     fig = plt.figure(figsize=(10, 5.4))
     grid = fig.add_gridspec(2, 3, height_ratios=[1.2, 1])
     ax = fig.add_subplot(grid[0, :])
-    ax.semilogy(np.arange(l), delta, "o-", ms=4, color="C3")
+    ax.plot(np.arange(l), delta, "o-", ms=4, color="C3")
     ax.plot([position], [delta[position]], "o", ms=12, mfc="none", mec="k", mew=2)
     ax.axvline(position, color="k", ls=":", lw=1)
     ax.set_xticks(np.arange(l))
@@ -560,7 +570,7 @@ def plot_mixer_scrub(position: int = 0, channel: int = 0):
     ax.set_title(f"token {position} = {tokens[position]!r}: delta = {delta[position]:.4f}")
     n = np.arange(1, B.shape[1] + 1)
     for j, (vals, name, lim) in enumerate((
-            (A_bar_at, r"$\bar A_t = e^{\Delta_t A}$ (this channel)", (0.0, 1.0)),
+            (1.0 - A_bar_at, r"forgotten: $1 - e^{\Delta_t A}$ (this channel)", (0.0, 1.1 * forget_max)),
             (B[position], r"$B_t$ (all channels)", (B.min() * 1.1, B.max() * 1.1)),
             (C[position], r"$C_t$ (all channels)", (C.min() * 1.1, C.max() * 1.1)))):
         axb = fig.add_subplot(grid[1, j])
@@ -1030,6 +1040,85 @@ def plot_sampling(model, prompt_ids, decode, temperature: float = 1.0, top_p: fl
 
 
 # ---- notebooks 08, 09, 11 (plots added below this line) --------------------------------------
+
+# notebook 11: cost against length, and the committed benchmark results (benchmarks/results/*.json).
+
+
+def loglog_slope(lengths, values) -> float | None:
+    """Least-squares slope of ``log(values)`` against ``log(lengths)`` (1: linear, 2: quadratic);
+    ``None`` when fewer than two finite positive points remain."""
+    import math
+
+    pts = [(math.log(l), math.log(v)) for l, v in zip(lengths, values) if v is not None and v > 0]
+    if len(pts) < 2:
+        return None
+    mx = sum(p[0] for p in pts) / len(pts)
+    my = sum(p[1] for p in pts) / len(pts)
+    sxx = sum((p[0] - mx) ** 2 for p in pts)
+    return sum((p[0] - mx) * (p[1] - my) for p in pts) / sxx if sxx else None
+
+
+def plot_loglog(lengths, series: dict, ylabel: str, title: str = "", xlabel: str = "sequence length l"):
+    """One line per ``series[name]`` (a list aligned with ``lengths``; ``None`` = not measured)
+    on log-log axes, with its fitted slope in the legend. Returns ``(fig, {"slopes": ...})``."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    slopes = {}
+    for name, values in series.items():
+        pts = [(l, v) for l, v in zip(lengths, values) if v is not None and v > 0]
+        if not pts:
+            continue
+        slopes[name] = loglog_slope(*zip(*pts))
+        label = name if slopes[name] is None else f"{name} (slope {slopes[name]:.2f})"
+        ax.plot(*zip(*pts), marker="o", label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig, {"lengths": list(lengths), "series": series, "slopes": slopes}
+
+
+def benchmark_series(results: dict, section: str, mode: str = "fwd", dtype: str = "float32",
+                     metric: str = "ms") -> tuple[list, dict]:
+    """From a results file's ``section`` (``"scan-cuda"`` ...): the lengths measured and, per
+    method, ``metric`` (``"ms"`` or ``"peak_mb"``) at each length (``None`` where skipped, out of
+    memory or failed)."""
+    rows = [r for r in results[section]["rows"] if r["mode"] == mode and r["dtype"] == dtype]
+    lengths = sorted({r["L"] for r in rows})
+    series = {}
+    for r in rows:
+        series.setdefault(r["method"], {})[r["L"]] = r.get(metric)
+    return lengths, {m: [v.get(l) for l in lengths] for m, v in series.items()}
+
+
+def plot_benchmark(results: dict, section: str, mode: str = "fwd", dtype: str = "float32",
+                   metric: str = "ms"):
+    """:func:`plot_loglog` of one benchmark section; returns ``(fig, data)``."""
+    lengths, series = benchmark_series(results, section, mode, dtype, metric)
+    unit = {"ms": "time (ms)", "peak_mb": "peak extra memory (MB)"}[metric]
+    machine = results[section].get("machine", {})
+    where = machine.get("gpu") or f"CPU, {machine.get('torch_threads')} threads"
+    return plot_loglog(lengths, series, unit, f"{section}: {mode}, {dtype} ({where})")
+
+
+def benchmark_table(results: dict, section: str, length: int, dtype: str = "float32") -> str:
+    """A Markdown table of every method at one length: forward and forward+backward time and
+    peak memory, ``oom``/``skipped`` where so recorded."""
+    cells = {}
+    for r in results[section]["rows"]:
+        if r["L"] != length or r["dtype"] != dtype:
+            continue
+        if "ms" in r:
+            text = f"{r['ms']:.3g} ms, {r.get('peak_mb', float('nan')):.0f} MB"
+        else:
+            text = r.get("status", "")
+        cells.setdefault(r["method"], {})[r["mode"]] = text
+    lines = [f"| method (l = {length}, {dtype}) | forward | forward+backward |", "| --- | --- | --- |"]
+    lines += [f"| {m} | {v.get('fwd', '')} | {v.get('fwd+bwd', '')} |" for m, v in cells.items()]
+    return "\n".join(lines)
 
 # notebooks 08 and 09: training curves, the bigram table, the synthetic tasks.
 import numpy as _np89  # noqa: E402

@@ -8,8 +8,10 @@ What one notebook check does (:meth:`BrowserSession.check_notebook`):
 
 1. opens the notebook in a fresh page (``?reset``: no restored tabs), waits for its kernel
    through the server's sessions API, then for the toolbar's indicator;
-2. *Edit -> Clear Outputs of All Cells*, then *Run -> Run All Cells* through the menus, and waits
-   until every non-empty code cell has a new execution count;
+2. *Edit -> Clear Outputs of All Cells*, then *Run -> Run All Cells* through the menus (cells
+   tagged ``skip-execution``/``nbval-skip`` need a network or a GPU: they are left out, the rest
+   run with *Run All Above Selected Cell* / *Run Selected Cells*), and waits until every code
+   cell meant to run has a new execution count, or the run stopped on an error;
 3. finds every widget generically: each ``.widget-interact`` container (what
    ``minimamba_core.viz.widget`` / ``ipywidgets.interact`` renders) in the visible notebook panel,
    its controls (sliders, dropdowns, selects, toggle/radio buttons, checkboxes, buttons, text
@@ -74,8 +76,13 @@ T_OPEN = 90            # notebook shown and its kernel idle
 T_RUN_ALL = float(os.environ.get("MINIMAMBA_BROWSER_RUN_TIMEOUT", 300))   # Run All finishes
 T_WIDGETS = 20         # interact containers attached after the cells finished
 T_FIRST_FIGURE = 5     # ... and their first figures shown
-T_REDRAW = 60          # a moved control's figure redrawn (callbacks of heavy plots take seconds)
+T_REDRAW = 120        # a moved control's figure redrawn (notebook 10's takes ~40 s here)
 IDLE_GRACE = 1.5       # kernel idle this long and no new figure: the widget is dead
+STALL = 3.0            # an error shown and no prompt changing this long: the run stopped
+SETTLE = 0.75          # a new figure must stay the same this long (a late redraw may follow)
+
+# An error output (a traceback), as opposed to a warning on stderr.
+ERROR_RE = re.compile(r"Traceback \(most recent call last\)|^\s*\w*(Error|Exception)\b", re.M)
 POLL = 0.25
 
 # ipywidgets 8 control roots (the ``widget-*`` classes are what its views put on the DOM).
@@ -84,6 +91,9 @@ CONTROL_SELECTOR = ", ".join([
     ".widget-radio", ".widget-checkbox", ".widget-toggle-button:not(.widget-toggle-buttons *)",
     ".widget-button", ".widget-text", ".widget-textarea", ".widget-play",
 ])
+
+# Cells never run in CI (they need a network or a GPU): the browser skips them as well.
+SKIP_TAGS = {"skip-execution", "nbval-skip"}
 
 # `widget(plot_fn, ...)` (minimamba_core.viz) or `interact(fn, ...)` in a cell's source.
 _CALL = re.compile(r"(?<!def )\b(?:widget|interact(?:_manual)?)\(\s*([A-Za-z_][\w.]*)")
@@ -98,6 +108,7 @@ class NotebookInfo:
     path: Path
     calls: dict[int, list[str]]       # cell index -> plot functions of its widget(...) calls
     raises: set[int]                  # indices of cells tagged raises-exception
+    skip: set[int] = field(default_factory=set)   # tagged skip-execution / nbval-skip
 
     @property
     def n_widgets(self) -> int:
@@ -113,6 +124,7 @@ def scan_notebook(path: Path) -> NotebookInfo:
     nb = json.loads(Path(path).read_text())
     calls: dict[int, list[str]] = {}
     raises: set[int] = set()
+    skip: set[int] = set()
     for i, cell in enumerate(nb["cells"]):
         if cell["cell_type"] != "code":
             continue
@@ -120,9 +132,12 @@ def scan_notebook(path: Path) -> NotebookInfo:
         names = [m.group(1).rsplit(".", 1)[-1] for m in _CALL.finditer(src)]
         if names:
             calls[i] = names
-        if "raises-exception" in cell.get("metadata", {}).get("tags", []):
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "raises-exception" in tags:
             raises.add(i)
-    return NotebookInfo(Path(path), calls, raises)
+        if SKIP_TAGS & set(tags):
+            skip.add(i)
+    return NotebookInfo(Path(path), calls, raises, skip)
 
 
 def widget_notebooks(folder: Path = NOTEBOOK_DIR) -> list[Path]:
@@ -356,6 +371,7 @@ class WidgetReport:
 @dataclass
 class NotebookReport:
     notebook: str
+    run: str = ""                                          # how the cells were run
     widgets: list[WidgetReport] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)     # not tied to one widget
     stderr: list[str] = field(default_factory=list)       # warnings seen (not failures)
@@ -372,7 +388,7 @@ class NotebookReport:
         return not self.problems and not self.dead
 
     def describe(self) -> str:
-        lines = [f"{self.notebook}: {len(self.widgets)} widget(s), "
+        lines = [f"{self.notebook}: {len(self.widgets)} widget(s), {self.run}; "
                  + ", ".join(f"{k} {v:.1f} s" for k, v in self.timings.items())]
         lines += [f"  PROBLEM: {p}" for p in self.problems]
         for w in self.widgets:
@@ -395,7 +411,7 @@ class NotebookReport:
 # Scan the visible notebook panel; returns {cells: [{index, empty, prompt, errors, stderr,
 # interacts: [{controls: [{kind, label}]}]}], stray: n}. Tags the DOM with data-mm-* ids.
 _SCAN_JS = r"""
-(controlSel) => {
+([controlSel, errorRe]) => {
   const nb = [...document.querySelectorAll('.jp-NotebookPanel')].find(p => p.offsetParent !== null);
   if (!nb) return null;
   const kindOf = (el) => {
@@ -429,7 +445,7 @@ _SCAN_JS = r"""
       if (o.getAttribute('data-mime-type') !== 'application/vnd.jupyter.stderr') continue;
       const t = outText(o);
       // an error output (traceback) or a warning written to stderr
-      if (/Traceback \(most recent call last\)|^\s*\w*(Error|Exception)\b/m.test(t)) errors.push(t.slice(0, 2000));
+      if (new RegExp(errorRe, 'm').test(t)) errors.push(t.slice(0, 2000));
       else stderr.push(t.slice(0, 500));
     }
     const interacts = [...cell.querySelectorAll('.widget-interact')].map((box, k) => {
@@ -600,42 +616,72 @@ class BrowserSession:
         self._panel(page).locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(
             timeout=timeout * 1000)
 
-    def _menu(self, page, menu: str, item: str) -> None:
-        self._panel(page).locator(".jp-Notebook").click(position={"x": 5, "y": 5})
+    def _menu(self, page, menu: str, item: str | re.Pattern, focus: bool = True) -> None:
+        if focus:
+            self._panel(page).locator(".jp-Notebook").click(position={"x": 5, "y": 5})
         page.locator(".lm-MenuBar-itemLabel", has_text=menu).first.click()
         # exact: 'Restart Kernel and Run All Cells…' also contains 'Run All Cells'
         page.locator(".lm-Menu-itemLabel").get_by_text(item, exact=True).click()
 
     def _scan(self, page) -> dict:
-        return page.evaluate(_SCAN_JS, CONTROL_SELECTOR)
+        return page.evaluate(_SCAN_JS, [CONTROL_SELECTOR, ERROR_RE.pattern])
 
-    def _wait_run_all(self, page, rel: str, report: NotebookReport) -> dict:
-        """Wait until no cell is queued/running and the kernel is idle; return the last scan."""
+    def _wait_run_all(self, page, rel: str, info: NotebookInfo, report: NotebookReport) -> dict:
+        """Wait until every code cell meant to run has a new execution count, or the run has
+        stopped: an error output (outside ``raises-exception`` cells) aborts the kernel's queue,
+        and the aborted cells keep their '[*]'. Returns the last scan."""
         deadline = time.time() + T_RUN_ALL
+        changed_at, last_prompts = time.time(), None
         while True:
             scan = self._scan(page)
-            code = [c for c in scan["cells"] if c["isCode"] and not c["empty"]]
-            running = [c for c in code if c["prompt"] == "[*]:"]
-            pending = [c for c in code if not re.fullmatch(r"\[\d+\]:", c["prompt"])]
-            if not running and (not pending or self.lab.kernel_state(rel) == "idle"):
-                if not pending:
-                    return scan
-                # Run All stopped early (an error) or never started: give the UI a moment
-                time.sleep(1.0)
-                scan = self._scan(page)
-                code = [c for c in scan["cells"] if c["isCode"] and not c["empty"]]
-                pending = [c for c in code if not re.fullmatch(r"\[\d+\]:", c["prompt"])]
-                if not any(c["prompt"] == "[*]:" for c in code):
-                    if pending:
-                        report.problems.append(
-                            "Run All stopped: cells never ran: "
-                            + ", ".join(str(c["index"]) for c in pending))
-                    return scan
-            if time.time() > deadline:
-                report.problems.append(f"Run All not finished after {T_RUN_ALL:.0f} s; still "
-                                       f"running/pending cells {[c['index'] for c in pending]}")
+            code = [c for c in scan["cells"] if c["isCode"] and not c["empty"]
+                    and c["index"] not in info.skip]
+            pending = [c["index"] for c in code if not re.fullmatch(r"\[\d+\]:", c["prompt"])]
+            if not pending:
+                return scan
+            now = time.time()
+            prompts = [c["prompt"] for c in code]
+            if prompts != last_prompts:
+                changed_at, last_prompts = now, prompts
+            failed = any(c["errors"] for c in scan["cells"] if c["index"] not in info.raises)
+            if failed and now - changed_at > STALL:
+                report.problems.append(f"the run stopped on an error: cells {pending} never ran")
+                return scan
+            if now > deadline:
+                report.problems.append(f"the run did not finish within {T_RUN_ALL:.0f} s: "
+                                       f"cells {pending} still queued or running")
                 return scan
             time.sleep(POLL * 2)
+
+    def _run_all(self, page, info: NotebookInfo) -> str:
+        """Run every cell through the Run menu, except cells tagged skip-execution/nbval-skip
+        (a person skips those too: they need a network or a GPU). Returns what was done."""
+        if not info.skip:
+            self._menu(page, "Run", "Run All Cells")
+            return "Run All Cells"
+        cells = self._panel(page).locator(".jp-Cell")
+        n = cells.count()
+        segments, start = [], 0          # maximal runs of cells between skipped ones
+        for i in sorted(info.skip) + [n]:
+            if i > start:
+                segments.append((start, i - 1))
+            start = i + 1
+        done = []
+        for a, b in segments:
+            if a == 0:                   # the usual case: everything above the first skipped cell
+                if b + 1 < n:
+                    cells.nth(b + 1).locator(".jp-InputPrompt").click()
+                    self._menu(page, "Run", "Run All Above Selected Cell", focus=False)
+                else:
+                    self._menu(page, "Run", "Run All Cells")
+            else:                        # a later stretch: select it, run the selected cells
+                cells.nth(a).locator(".jp-InputPrompt").click()
+                if b > a:
+                    cells.nth(b).locator(".jp-InputPrompt").click(modifiers=["Shift"])
+                self._menu(page, "Run", re.compile(r"^Run Selected Cells? and Do not Advance$"),
+                           focus=False)
+            done.append(f"cells {a}-{b}")
+        return "Run menu on " + ", ".join(done) + f" (skipped tagged cells {sorted(info.skip)})"
 
     def _errors(self, scan: dict, info: NotebookInfo) -> tuple[list[str], list[str]]:
         errors, stderr = [], []
@@ -697,7 +743,7 @@ class BrowserSession:
                          && [...nb.querySelectorAll('.jp-CodeCell .jp-InputPrompt')]
                               .every(p => !/\\d/.test(p.textContent)); }""",
             timeout=15_000)
-        self._menu(page, "Run", "Run All Cells")
+        report.run = self._run_all(page, info)
         # started: a cell queued/running, or (a tiny notebook) one already has a new count
         page.wait_for_function(
             """() => { const nb = [...document.querySelectorAll('.jp-NotebookPanel')]
@@ -705,7 +751,7 @@ class BrowserSession:
                        return [...nb.querySelectorAll('.jp-CodeCell .jp-InputPrompt')]
                               .some(p => /\\[(\\*|\\d+)\\]/.test(p.textContent)); }""",
             timeout=30_000)
-        scan = self._wait_run_all(page, rel, report)
+        scan = self._wait_run_all(page, rel, info, report)
         # widget views attach after their cell finished: wait for the expected containers
         # (and their first figures: a few seconds at most, else the widget is dead)
         deadline, fig_deadline = time.time() + (0 if report.problems else T_WIDGETS), None
@@ -754,31 +800,33 @@ class BrowserSession:
         return box.evaluate(_FIGURE_JS)
 
     def _wait_redraw(self, box, rel: str, before: str, had_figure: bool) -> tuple[dict, bool]:
-        """Poll until the figure differs from ``before`` and is stable, or the kernel has been
-        idle for IDLE_GRACE s with nothing new (a dead callback), or T_REDRAW passed."""
-        start = time.time()
-        idle_since = None
+        """Poll until the container shows a figure other than ``before`` that then stays put
+        for SETTLE s; or an error shows in it; or T_REDRAW passes. A widget that had no figure
+        to begin with gets IDLE_GRACE s of kernel idleness, not T_REDRAW (its callback is dead).
+
+        The server's ``execution_state`` is not trusted for a live widget: with ipykernel 7 the
+        widget's own comm traffic can report 'idle' while a callback still runs."""
+        start, idle_since = time.time(), None
         while True:
             sig = self._figure(box)
-            if _digest(sig) != before and (sig["imgs"] or not had_figure):
-                # changed: let queued callbacks (a drag sends several values) finish and settle
-                last, stable_since = _digest(sig), time.time()
-                while time.time() - start < T_REDRAW:
-                    time.sleep(POLL)
-                    sig = self._figure(box)
-                    if _digest(sig) != last:
-                        last, stable_since = _digest(sig), time.time()
-                    elif (self.lab.kernel_state(rel) == "idle"
-                          and time.time() - stable_since > 2 * POLL):
-                        break
-                return sig, True
             now = time.time()
-            if self.lab.kernel_state(rel) == "idle":
-                idle_since = idle_since or now
-                if now - start > 0.5 and now - idle_since > IDLE_GRACE:
-                    return sig, False
-            else:
-                idle_since = None
+            if ERROR_RE.search(sig["text"]):
+                return sig, False                      # the callback raised
+            if sig["imgs"] and _digest(sig) != before:
+                last, stable_since = _digest(sig), now
+                while time.time() - stable_since < SETTLE and time.time() - start < T_REDRAW:
+                    time.sleep(POLL)
+                    d = _digest(self._figure(box))
+                    if d != last:
+                        last, stable_since = d, time.time()
+                return self._figure(box), True
+            if not had_figure:
+                if self.lab.kernel_state(rel) == "idle":
+                    idle_since = idle_since or now
+                    if now - idle_since > IDLE_GRACE and now - start > 1.0:
+                        return sig, False
+                else:
+                    idle_since = None
             if now - start > T_REDRAW:
                 return sig, False
             time.sleep(POLL)
@@ -835,7 +883,7 @@ class BrowserSession:
             x1 = track["x"] + target * track["width"]
             page.mouse.move(x, y)
             page.mouse.down()
-            page.mouse.move(x1, y, steps=2)
+            page.mouse.move(x1, y, steps=1)     # one new value: one callback
             page.mouse.up()
             return f"mouse drag of the handle to {target:.0%} of the track"
         if kind in ("dropdown", "select"):

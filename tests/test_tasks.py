@@ -1,0 +1,148 @@
+"""The synthetic tasks (Selective Copying, Induction Heads), the LTI ablation, and the shipped task models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import minimamba_core as mm
+from minimamba_core import tasks
+from minimamba_core.train import IGNORE_INDEX, evaluate
+
+ROOT = Path(__file__).resolve().parents[1]
+TASKS_DIR = ROOT / "models" / "tasks"
+
+
+# ---- generators ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("L,k,V", [(16, 4, 8), (64, 8, 16), (8, 8, 3)])
+def test_selective_copying_layout(L, k, V):
+    x, y = tasks.selective_copying(32, L, k, V, generator=torch.Generator().manual_seed(0))
+    assert x.shape == y.shape == (32, L + k) and x.dtype == y.dtype == torch.long
+    assert (x[:, L:] == V - 1).all() and (y[:, :L] == IGNORE_INDEX).all()
+    context = x[:, :L]
+    assert ((context == 0) | ((context >= 1) & (context <= V - 2))).all()
+    for row_x, row_y in zip(context, y[:, L:]):
+        data = row_x[row_x != 0]
+        assert len(data) == k and torch.equal(data, row_y)  # exactly k data tokens, answered in order
+
+
+def test_selective_copying_positions_are_random_and_reproducible():
+    a = tasks.selective_copying(256, 64, 8, 16, generator=torch.Generator().manual_seed(3))
+    b = tasks.selective_copying(256, 64, 8, 16, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    occupied = (a[0][:, :64] != 0).float().mean(0)  # (64,): how often each position holds data
+    assert occupied.min() > 0.03 and occupied.max() < 0.30  # spread over the context (mean 8/64)
+    # data tokens are uniform over 1..14: each about 1/14 of 2048 draws
+    counts = torch.bincount(a[1][:, 64:].flatten(), minlength=16)[1:15].float()
+    assert (counts / counts.sum() - 1 / 14).abs().max() < 0.03
+
+
+def test_induction_heads_layout():
+    x, y = tasks.induction_heads(64, 40, 16, generator=torch.Generator().manual_seed(0))
+    assert x.shape == y.shape == (64, 40)
+    assert ((x == 15).sum(1) == 2).all() and (x[:, -1] == 15).all()
+    assert (y[:, :-1] == IGNORE_INDEX).all()
+    p = (x[:, :-1] == 15).float().argmax(1)  # the first trigger
+    assert torch.equal(y[:, -1], x[torch.arange(64), p + 1])
+    assert (y[:, -1] < 15).all() and p.max() <= 37
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: tasks.selective_copying(2, 4, 5, 16), "n_tokens"),
+    (lambda: tasks.selective_copying(2, 8, 2, 2), "vocab_size"),
+    (lambda: tasks.selective_copying(0, 8, 2, 16), "batch_size"),
+    (lambda: tasks.induction_heads(2, 3, 16), "seqlen"),
+    (lambda: tasks.make_batch("copying", 2, 8), "task must be one of"),
+])
+def test_generators_reject_bad_arguments(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+# ---- the LTI ablation ----------------------------------------------------------------------
+
+def test_lti_parameters_do_not_depend_on_the_input():
+    model = tasks.task_model(16, selective=False, seed=0)
+    mixer = model.backbone.layers[1].mixer
+    assert isinstance(mixer, tasks.LTIMixer) and not hasattr(mixer, "x_proj")
+    with torch.no_grad():
+        d1, B1, C1 = mixer._ssm_inputs(torch.randn(2, 9, 128))
+        d2, B2, C2 = mixer._ssm_inputs(torch.randn(2, 9, 128))
+    assert torch.equal(d1, d2) and torch.equal(B1, B2) and torch.equal(C1, C2)
+    assert torch.equal(d1, d1[:1, :1].expand_as(d1))
+    s6 = tasks.task_model(16, selective=True, seed=0)
+    assert tasks.is_selective(s6) and not tasks.is_selective(model)
+    assert s6.num_parameters() - model.num_parameters() == 2 * (128 * 36 - 4 - 32)  # x_proj vs dt, B, C
+
+
+def test_lti_scan_is_a_convolution():
+    """With constant delta, B, C the scan equals y_t = sum_j K_j x_{t-j}, K_j = C A_bar^j B_bar
+    (notebook 01's kernel), computed here by explicit powers in float64."""
+    torch.manual_seed(0)
+    mixer = tasks.task_model(16, selective=False, seed=1).backbone.layers[0].mixer.double()
+    with torch.no_grad():
+        mixer.A_log.add_(0.3 * torch.randn_like(mixer.A_log))  # not the init's structure
+        mixer.C_lti.normal_()
+    l = 13
+    x = torch.randn(1, l, 128, dtype=torch.float64)
+    with torch.no_grad():
+        delta, B, C = mixer._ssm_inputs(x)
+        A, _, bias = mixer._scan_params()
+        y = mm.selective_scan_sequential(x, delta, A, B, C, delta_bias=bias, delta_softplus=True)
+        dt = F.softplus(delta[0, 0] + bias)  # (d,)
+        A_bar, B_bar = torch.exp(dt[:, None] * A), dt[:, None] * B[0, 0]  # (d, n)
+        K = torch.stack([(C[0, 0] * A_bar ** j * B_bar).sum(-1) for j in range(l)], -1)  # (d, l)
+        ref = torch.stack([sum(K[:, j] * x[0, t - j] for j in range(t + 1)) for t in range(l)])
+    assert torch.allclose(y[0], ref, atol=1e-12)
+
+
+@pytest.mark.parametrize("selective", [True, False])
+def test_task_model_forward_equals_step(selective):
+    model = tasks.task_model(16, selective=selective, seed=0).eval()
+    x, _ = tasks.induction_heads(2, 12, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        full = model(x)
+        cache = model.empty_cache(2)
+        model(x[:, :5], cache=cache)
+        steps = [model.step(x[:, t:t + 1], cache) for t in range(5, 12)]
+    assert torch.allclose(torch.cat(steps, 1), full[:, 5:], atol=1e-5)
+
+
+@pytest.mark.parametrize("selective", [True, False])
+def test_save_and_load_task_model(tmp_path, selective):
+    model = tasks.task_model(16, d_model=32, selective=selective, seed=3)
+    tasks.save_task_model(model, tmp_path / "m", {"note": "test"})
+    loaded, info = tasks.load_task_model(tmp_path / "m")
+    assert info == {"note": "test"} and tasks.is_selective(loaded) == selective
+    assert loaded.config == model.config
+    sd, ld = model.state_dict(), loaded.state_dict()
+    assert sd.keys() == ld.keys() and all(torch.equal(sd[k], ld[k]) for k in sd)
+    assert loaded.lm_head.weight is loaded.backbone.embedding.weight  # still tied
+    with pytest.raises(FileNotFoundError, match="task checkpoint"):
+        tasks.load_task_model(tmp_path / "missing")
+
+
+# ---- the shipped task models ---------------------------------------------------------------
+
+def test_shipped_selective_copying_models_meet_the_thresholds():
+    """Issue 6: S6 >= 90% token accuracy, LTI <= 50%, on a fresh validation set."""
+    x, y = tasks.selective_copying(256, 64, 8, 16, generator=torch.Generator().manual_seed(99))
+    s6, info = tasks.load_task_model(TASKS_DIR / "sc_s6_64")
+    lti, info_lti = tasks.load_task_model(TASKS_DIR / "sc_lti_64")
+    assert tasks.is_selective(s6) and not tasks.is_selective(lti)
+    assert info["settings"]["seqlen"] == info_lti["settings"]["seqlen"] == 64
+    assert evaluate(s6, x, y, batch_size=256)["accuracy"] >= 0.90
+    assert evaluate(lti, x, y, batch_size=256)["accuracy"] <= 0.50
+
+
+def test_shipped_induction_heads_model_extrapolates():
+    """Trained at 256; here checked at 256 and 4x (notebook 09 checks 16x and 64x)."""
+    s6, info = tasks.load_task_model(TASKS_DIR / "ih_s6")
+    assert info["settings"]["seqlen"] == 256 and info["results"]["accuracy"]["4096"] >= 0.90
+    for length, n in ((256, 128), (1024, 64)):
+        x, y = tasks.induction_heads(n, length, 16, generator=torch.Generator().manual_seed(length))
+        assert evaluate(s6, x, y, batch_size=64, chunk_len=512)["accuracy"] >= 0.95, length
