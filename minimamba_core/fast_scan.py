@@ -10,10 +10,11 @@ times over; this keeps ``1/T`` of it.
 
 Two schedules compute the same numbers:
 
-* ``"sequential"`` (the default on CPUs): chunks one after another, the state carried between
-  them. A CPU's few cores are already busy with the ``b * d_inner * d_state`` independent
-  channels; small chunks stay in cache and the loop costs one fused ``addcmul_`` per step.
-* ``"parallel"`` (the default on GPUs): all chunks side by side. Each chunk's effect on a state
+* ``"sequential"`` (the default on CPUs once ``b * d_inner * d_state >= 1024``): chunks one
+  after another, the state carried between them. A CPU's few cores are already busy with that
+  many independent channels; small chunks stay in cache and the loop costs one fused
+  ``addcmul_`` per step. This is a loop over time, chosen because it is faster there.
+* ``"parallel"`` (the default on GPUs, and on CPUs for fewer channels): all chunks side by side. Each chunk's effect on a state
   is summarized without a loop (``chunk_summary_forward``), the summaries are scanned the same way
   recursively to give the state entering every chunk, then every chunk runs its ``T`` steps at
   once. ``d_inner`` is processed in blocks so that no temporary exceeds ``_BLOCK_ELEMENTS``.
@@ -25,77 +26,18 @@ eager. Built in notebook ``11_performance``; timed in ``benchmarks/``.
 
 from __future__ import annotations
 
-import os
-import warnings
-
 import torch
+from torch.autograd.function import once_differentiable
 
-from . import chunk_scan as cs
+from .scan_compile import chunk_fn as _fn
+from .scan_compile import scan_compile_enabled, scan_compile_failures, set_scan_compile  # noqa: F401
 
 _CHUNK = {"sequential": 64, "parallel": 64}  # time steps per chunk, per schedule (eager)
 _CHUNK_COMPILED = {"sequential": 32, "parallel": 32}  # compiled: the loop is unrolled, keep it short
 _BLOCK_ELEMENTS = 2 ** 27  # largest (m, T, d_block, n) temporary of the parallel schedule (512 MiB fp32)
 SCHEDULES = ("sequential", "parallel")
-SCHEDULE: str | None = None  # force one schedule everywhere (benchmarks); None: chosen by device
-
-_compile = {"on": os.environ.get("MINIMAMBA_COMPILE", "0") == "1", "fns": {}, "failed": set()}
-
-
-def set_scan_compile(enabled: bool = True) -> bool:
-    """Switch ``torch.compile`` for the parallel scan on or off; returns whether it is now on.
-
-    Compiling is opt-in (first calls take seconds to minutes). Where ``torch.compile`` is missing,
-    this warns and returns ``False``; a compile that fails at the first call warns and falls back
-    to the eager functions for the rest of the session. Also read from ``MINIMAMBA_COMPILE=1``.
-    """
-    if enabled and not callable(getattr(torch, "compile", None)):
-        warnings.warn("torch.compile is not available in this PyTorch; the scan stays eager",
-                      RuntimeWarning, stacklevel=2)
-        enabled = False
-    if bool(enabled) != _compile["on"]:
-        _compile["on"] = bool(enabled)
-        _compile["fns"].clear()
-    return _compile["on"]
-
-
-def scan_compile_enabled() -> bool:
-    """Whether :func:`set_scan_compile` has switched compilation on."""
-    return _compile["on"]
-
-
-def scan_compile_failures() -> list[str]:
-    """Names of the chunk functions whose compilation failed (they run eager)."""
-    return sorted(_compile["failed"])
-
-
-def _fn(name: str):
-    """The chunk function ``name`` of ``chunk_scan``: eager, or compiled when the switch is on.
-
-    Compiled, the in-place eager version is replaced by its ``*_functional`` twin where one
-    exists. A compile error at a call warns once and falls back to the eager function for good.
-    """
-    eager = getattr(cs, name)
-    if not _compile["on"]:
-        return eager
-    if name not in _compile["fns"]:
-        # dynamic: one compilation serves every length and block width (compiling takes minutes)
-        compiled = torch.compile(getattr(cs, name + "_functional", eager), dynamic=True)
-
-        def guarded(*args):
-            if _compile["fns"].get(name) is eager:  # an earlier failure: stay eager
-                return eager(*args)
-            try:
-                return compiled(*args)
-            except Exception as err:  # noqa: BLE001  (any compiler error: fall back, once)
-                warnings.warn(f"torch.compile failed for {name} ({type(err).__name__}: {err}); "
-                              "the scan falls back to eager", RuntimeWarning, stacklevel=2)
-                _compile["fns"][name] = eager
-                _compile["failed"].add(name)
-                return eager(*args)
-
-        _compile["fns"][name] = guarded
-    return _compile["fns"][name]
-
+SCHEDULE: str | None = None  # force one schedule everywhere (benchmarks); None: _default_schedule
+_SEQUENTIAL_MIN_CHANNELS = 1024  # b * d_inner * d_state from which a CPU runs chunks one by one
 
 def _pad_time(t: torch.Tensor, pad: int) -> torch.Tensor:
     """Append ``pad`` zero steps along dim 1 (``delta = 0`` makes them identity steps)."""
@@ -195,7 +137,7 @@ def _parallel_forward_blocks(x, delta, A, B, C, h0, T):
     b, L, d = x.shape
     y, entering, h_last = torch.empty_like(x), x.new_empty(b, L // T, d, A.shape[1]), torch.empty_like(h0)
     # Compiled, the forward keeps no (b, L, d, n) temporary (the loops are fused): one block.
-    budget = 16 * _BLOCK_ELEMENTS if _compile["on"] else None
+    budget = 16 * _BLOCK_ELEMENTS if scan_compile_enabled() else None
     for s in _d_blocks(b, L, d, A.shape[1], budget):
         y[..., s], entering[:, :, s], h_last[:, s] = _parallel_forward(
             x[..., s], delta[..., s], A[s], B, C, h0[:, s], T)
@@ -230,7 +172,7 @@ class ChunkedScan(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, delta, A, B, C, h0, schedule):
-        T, L = (_CHUNK_COMPILED if _compile["on"] else _CHUNK)[schedule], x.shape[1]
+        T, L = (_CHUNK_COMPILED if scan_compile_enabled() else _CHUNK)[schedule], x.shape[1]
         padded = [_pad_time(t, -L % T) for t in (x, delta, B, C)]
         y, entering, h_last = _SCHEDULE_FNS[schedule][0](*padded[:2], A, *padded[2:], h0, T)
         ctx.save_for_backward(*padded, A, entering)
@@ -238,6 +180,7 @@ class ChunkedScan(torch.autograd.Function):
         return y[:, :L], h_last
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, gy, g_last):
         x, delta, B, C, A, entering = ctx.saved_tensors
         T, L = ctx.T, ctx.L
@@ -249,15 +192,26 @@ class ChunkedScan(torch.autograd.Function):
         return dx[:, :L], ddelta[:, :L], dA, dB[:, :L], dC[:, :L], dh0, None
 
 
+def _default_schedule(x: torch.Tensor, A: torch.Tensor) -> str:
+    """``"sequential"`` on a CPU with at least ``_SEQUENTIAL_MIN_CHANNELS`` independent channels
+    ``b * d_inner * d_state`` per step, else ``"parallel"``. Measured on the project's CPU (one
+    thread, l = 1024 and 4096): at 4 channels the parallel schedule is 4-10x faster (a step costs
+    a few microseconds of overhead whatever its size), at 256 both are even, from 1024 on the
+    sequential one is faster (2-5x at 4096-16384: the parallel one does twice the work and its
+    temporaries leave the cache)."""
+    channels = x.shape[0] * x.shape[2] * A.shape[1]
+    return "sequential" if x.device.type == "cpu" and channels >= _SEQUENTIAL_MIN_CHANNELS else "parallel"
+
+
 def chunked_scan(x, delta, A, B, C, h0=None, schedule: str | None = None):
     """``y (b, l, d)`` and the last state ``(b, d, n)`` of the scan without ``D`` and gate.
 
     Args as :class:`ChunkedScan`, all in one float dtype on one device; ``h0`` zeros when
-    ``None``; ``schedule`` ``"sequential"`` or ``"parallel"``, by default sequential on a CPU
-    and parallel elsewhere. Raises ``ValueError`` for an unknown schedule.
+    ``None``; ``schedule`` ``"sequential"`` or ``"parallel"``, by default
+    :func:`_default_schedule`'s choice. Raises ``ValueError`` for an unknown schedule.
     """
     if schedule is None:
-        schedule = SCHEDULE or ("sequential" if x.device.type == "cpu" else "parallel")
+        schedule = SCHEDULE or _default_schedule(x, A)
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
     if h0 is None:

@@ -279,6 +279,7 @@ def plot_scan_trace(channel: int = 0, state: int = 0):
     ``h_t[channel, state]``, and the output ``y_t[channel] = C_t . h_t[channel]``.
 
     Returns ``(fig, data)``; ``data``: ``x, delta, h, y (l,)`` for the chosen channel/state,
+    ``u (l,)`` the term ``delta_t B_t x_t`` added to that state at each step,
     ``y_package (l,)`` (``selective_scan_sequential``'s output for that channel), ``A`` (float).
 
     Raises ValueError: ``channel`` not in ``[0, 3]`` or ``state`` not in ``[0, 5]``.
@@ -291,14 +292,17 @@ def plot_scan_trace(channel: int = 0, state: int = 0):
     x = ex["x"][0, :, channel]  # (l,)
     A = ex["A"][channel]  # (N,)
     h = torch.zeros_like(A)  # (N,)
-    hs, ys = [], []
+    hs, us, ys = [], [], []
     for t in range(x.shape[0]):
-        h = torch.exp(delta[t] * A) * h + delta[t] * ex["B"][0, t] * x[t]  # (N,)  eq. 2a
+        u = delta[t] * ex["B"][0, t] * x[t]  # (N,)  B_bar_t x_t
+        h = torch.exp(delta[t] * A) * h + u  # (N,)  eq. 2a
         hs.append(h[state])
+        us.append(u[state])
         ys.append(torch.dot(ex["C"][0, t], h))  # eq. 2b
     y_package = selective_scan_sequential(ex["x"], ex["delta"], ex["A"], ex["B"], ex["C"],
                                           delta_bias=ex["delta_bias"], delta_softplus=True)
-    data = dict(x=x.numpy(), delta=delta.numpy(), h=torch.stack(hs).numpy(), y=torch.stack(ys).numpy(),
+    data = dict(x=x.numpy(), delta=delta.numpy(), h=torch.stack(hs).numpy(), u=torch.stack(us).numpy(),
+                y=torch.stack(ys).numpy(),
                 y_package=y_package[0, :, channel].numpy(), A=float(A[state]))
 
     t = np.arange(x.shape[0])
@@ -309,8 +313,10 @@ def plot_scan_trace(channel: int = 0, state: int = 0):
     ax_d.plot(t, data["delta"], color="C3", label=r"$\Delta_t$")
     ax_d.set_ylabel(r"$\Delta_t$", color="C3")
     axes[0].set_title(rf"channel {channel}: input and step size (typical $\Delta$ = {0.05 * 3 ** channel:.2f})")
-    axes[1].plot(t, data["h"], "o-", ms=3, color="C0")
+    axes[1].bar(t, data["u"], color="0.8", width=0.7, label=r"$\bar B_t x_t$ added at this step")
+    axes[1].plot(t, data["h"], "o-", ms=3, color="C0", label=r"state $h_t$")
     axes[1].axhline(0.0, color="0.8", lw=0.8)
+    axes[1].legend(loc="upper right", fontsize=8)
     axes[1].set_ylabel(rf"$h_t$[{channel}, {state}]")
     axes[1].set_title(rf"state {state} (A = {data['A']:.0f}): decays by $e^{{\Delta_t A}}$ each step")
     axes[2].plot(t, data["y_package"], color="C2", lw=3, alpha=0.5, label="mm.selective_scan_sequential")
@@ -630,8 +636,9 @@ def plot_dt_init(dt_min: float = 0.001, dt_max: float = 0.1, d_inner: int = 1536
     if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
         raise ValueError(f"bins must be a positive int, got {bins!r}")
     config = _MambaConfig(d_model=d_inner // 2, n_layer=1, vocab_size=8, dt_min=dt_min, dt_max=dt_max)
-    _torch.manual_seed(seed)
-    mixer = _MambaMixer(config)
+    with _torch.random.fork_rng(devices=[]):  # seeded here, the caller's random state untouched
+        _torch.manual_seed(seed)
+        mixer = _MambaMixer(config)
     dt = _torch.nn.functional.softplus(mixer.dt_proj.bias.detach().double()).numpy()  # (d_inner,)
     lo, hi = _math.log10(dt_min), _math.log10(dt_max)
     edges = _np.linspace(lo, hi, bins + 1) if hi > lo else _np.array([lo - 0.5, hi + 0.5])
@@ -716,10 +723,11 @@ def plot_param_breakdown(configs: dict):
 
 def _tiny_lm(d_model: int, n_layer: int, vocab_size: int, d_state: int, seed: int,
              dtype: _torch.dtype = _torch.float32, expand: int = 2, d_conv: int = 4) -> _MambaLM:
-    _torch.manual_seed(seed)
     config = _MambaConfig(d_model=d_model, n_layer=n_layer, vocab_size=vocab_size, d_state=d_state,
                           expand=expand, d_conv=d_conv)
-    return _MambaLM(config).to(dtype).eval()
+    with _torch.random.fork_rng(devices=[]):  # seeded here, the caller's random state untouched
+        _torch.manual_seed(seed)
+        return _MambaLM(config).to(dtype).eval()
 
 
 @_torch.no_grad()
@@ -802,7 +810,9 @@ def plot_cache_memory(d_model: int = 64, d_state: int = 16, expand: int = 2, d_c
     model = _tiny_lm(d_model, 1, vocab, d_state, seed, expand=expand, d_conv=d_conv)
     cache = model.empty_cache(1)
     gen = _torch.Generator().manual_seed(seed)
-    k_proj, v_proj = _torch.nn.Linear(d_model, d_model), _torch.nn.Linear(d_model, d_model)
+    with _torch.random.fork_rng(devices=[]):
+        _torch.manual_seed(seed)
+        k_proj, v_proj = _torch.nn.Linear(d_model, d_model), _torch.nn.Linear(d_model, d_model)
     head_dim = d_model // n_head
     keys = _torch.zeros(1, n_head, 0, head_dim)  # (b, n_head, l, head_dim)
     values = _torch.zeros(1, n_head, 0, head_dim)

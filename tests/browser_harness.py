@@ -38,9 +38,11 @@ removed from the server's environment); autosave is off so the notebooks on disk
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import hashlib
 import json
 import os
+import queue
 import re
 import secrets
 import shutil
@@ -49,6 +51,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from dataclasses import asdict, dataclass, field
@@ -60,6 +63,8 @@ NOTEBOOK_DIR = REPO / "notebooks"
 #: Environment variable naming the Chromium binary; otherwise ``chromium`` /
 #: ``chromium-browser`` on PATH (Debian's package). Never Playwright's own download.
 CHROMIUM_ENV = "MINIMAMBA_CHROMIUM"
+#: How many notebooks are checked at once (each in its own Chromium, one server for all).
+WORKERS_ENV = "MINIMAMBA_BROWSER_WORKERS"
 #: The switch ``minimamba_core.viz.widget`` honours (a plot function's name -> no-op callback).
 NOOP_ENV = "MINIMAMBA_WIDGET_NOOP"
 
@@ -485,8 +490,8 @@ _VALUE_JS = r"""
   const c = el.classList;
   if (c.contains('widget-slider')) {
     const r = el.querySelector('.widget-readout');
-    const hs = [...el.querySelectorAll('.noUi-handle')].map(h => h.getAttribute('aria-valuenow'));
-    return (r ? (r.value !== undefined && r.tagName === 'INPUT' ? r.value : r.textContent) : '') + ' ' + hs.join(',');
+    if (r && r.textContent.trim()) return r.textContent.trim();
+    return [...el.querySelectorAll('.noUi-handle')].map(h => h.getAttribute('aria-valuenow')).join(',');
   }
   const sel = el.querySelector('select');
   if (sel) return [...sel.selectedOptions].map(o => o.textContent).join(',');
@@ -513,89 +518,14 @@ def _safe(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", s).strip("_")[:40] or "x"
 
 
-# ------------------------------------------------------------------------------ session
-class BrowserSession:
-    """A JupyterLab server and a headless Chromium, started together, stopped together.
+# ------------------------------------------------------------------------------ one notebook
+class NotebookCheck:
+    """The check of one notebook (module doc, steps 1-5) in browser context ``ctx`` against
+    server ``lab``; screenshots go to ``shots``."""
 
-    ``with BrowserSession(chromium, shots) as s: report = s.check_notebook(path)``.
-    :meth:`close` is idempotent; it stops the browser, then the server, then kills anything
-    of theirs still running.
-    """
+    def __init__(self, ctx, lab: LabServer, shots: Path):
+        self.ctx, self.lab, self.shots = ctx, lab, Path(shots)
 
-    def __init__(self, chromium: str, shots: Path, root: Path = NOTEBOOK_DIR,
-                 env: dict[str, str | None] | None = None, scratch: Path | None = None,
-                 browser: "BrowserSession | None" = None):
-        self.chromium, self.shots, self.root = chromium, Path(shots), Path(root)
-        self.scratch = Path(scratch or tempfile.mkdtemp(prefix="minimamba-browser-"))
-        self.lab = LabServer(self.root, self.scratch / "lab", env)
-        self._owner = browser is None       # a session may borrow another one's browser
-        self._pw = browser._pw if browser else None
-        self.ctx = browser.ctx if browser else None
-        self._pw_cm = None
-        self._driver: list = []
-        self.timings: dict[str, float] = {}
-
-    # -- lifecycle
-    def __enter__(self) -> "BrowserSession":
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def start(self) -> "BrowserSession":
-        self.shots.mkdir(parents=True, exist_ok=True)
-        t0 = time.perf_counter()
-        self.lab.start()
-        self.timings["server start"] = time.perf_counter() - t0
-        if self._owner:
-            from playwright.sync_api import sync_playwright
-
-            import psutil
-
-            t0 = time.perf_counter()
-            before = {p.pid for p in psutil.Process().children()}
-            self._pw_cm = sync_playwright()
-            self._pw = self._pw_cm.start()
-            # the Playwright driver (node) is our new child; Chromium runs under it
-            self._driver = [p for p in psutil.Process().children() if p.pid not in before]
-            self.ctx = self._pw.chromium.launch_persistent_context(
-                str(self.scratch / "chromium-profile"), executable_path=self.chromium,
-                headless=True, args=CHROMIUM_ARGS, viewport={"width": 1280, "height": 900})
-            self.timings["browser launch"] = time.perf_counter() - t0
-        return self
-
-    def close(self) -> None:
-        if self._owner:
-            tree = [q for d in self._driver for q in process_tree(d.pid)]
-            try:
-                if self.ctx is not None:
-                    self.ctx.close()
-            except Exception as exc:
-                print(f"closing the browser: {exc}")
-            finally:
-                self.ctx = None
-                if self._pw_cm is not None:
-                    try:
-                        self._pw_cm.__exit__(None, None, None)
-                    except Exception as exc:
-                        print(f"stopping Playwright: {exc}")
-                    self._pw_cm = None
-            left = [p for p in tree if p.is_running()]
-            left += processes_by_marker(str(self.scratch / "chromium-profile"))
-            if left:
-                kill_all(left)
-        self.lab.stop()
-
-    def leftovers(self) -> list[str]:
-        """Processes still alive that this session started (should be none after close)."""
-        return processes_mentioning(str(self.scratch))
-
-    # -- one notebook
     def _panel(self, page):
         return page.locator(".jp-NotebookPanel:visible")
 
@@ -694,13 +624,14 @@ class BrowserSession:
             stderr += [f"cell {c['index']}: {s.strip()}" for s in c["stderr"]]
         return errors, stderr
 
-    def check_notebook(self, path: Path) -> NotebookReport:
-        """Open ``path`` (inside the server's root), Run All, move every control; see module doc."""
+    def run(self, path: Path) -> NotebookReport:
+        """Open ``path`` (inside the server's root), run it, move every control; see module doc."""
         path = Path(path).resolve()
-        rel = path.relative_to(self.root.resolve()).as_posix()
+        rel = path.relative_to(self.lab.root.resolve()).as_posix()
         info = scan_notebook(path)
         report = NotebookReport(rel)
         stem = _safe(path.stem)
+        t0 = time.perf_counter()
         page = self.ctx.new_page()
         try:
             self._check(page, path, rel, info, report, stem)
@@ -710,6 +641,7 @@ class BrowserSession:
         finally:
             page.close()         # no beforeunload prompt: the page just goes
             self._shutdown_kernel(rel)
+            report.timings["total"] = time.perf_counter() - t0
         return report
 
     def _shutdown_kernel(self, rel: str) -> None:
@@ -926,6 +858,134 @@ class BrowserSession:
         raise ValueError(f"no way to move a {kind!r} control yet (extend BrowserSession._move)")
 
 
+
+# ------------------------------------------------------------------------------ session
+class BrowserSession:
+    """One JupyterLab server and ``workers`` headless Chromiums (one Playwright per worker
+    thread: its API is not thread-safe), started together, stopped together.
+
+    ``with BrowserSession(chromium, shots) as s: report = s.check_notebook(path)``;
+    :meth:`submit` queues a notebook and returns a future, so ``workers`` notebooks are
+    checked at once (on 2 cores, one notebook's kernel computes while the other's page is
+    driven). :meth:`close` is idempotent: it stops the workers and their browsers, then the
+    servers, then kills anything of theirs still running (found by the scratch folder in their
+    command lines).
+    """
+
+    def __init__(self, chromium: str, shots: Path, root: Path = NOTEBOOK_DIR,
+                 env: dict[str, str | None] | None = None, scratch: Path | None = None,
+                 workers: int = 1):
+        self.chromium, self.shots, self.root = chromium, Path(shots), Path(root)
+        self.scratch = Path(scratch or tempfile.mkdtemp(prefix="minimamba-browser-"))
+        self.lab = LabServer(self.root, self.scratch / "lab", env)
+        self.labs = [self.lab]
+        self.n_workers = max(1, int(workers))
+        self._jobs: queue.Queue = queue.Queue()
+        self._threads: list[threading.Thread] = []
+        self._ready: list[concurrent.futures.Future] = []
+        self.timings: dict[str, float] = {}
+        self.reports: list[NotebookReport] = []
+
+    # -- lifecycle
+    def __enter__(self) -> "BrowserSession":
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def start(self) -> "BrowserSession":
+        self.shots.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        self.lab.start()
+        self.timings["server start"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for i in range(self.n_workers):
+            ready: concurrent.futures.Future = concurrent.futures.Future()
+            t = threading.Thread(target=self._worker, args=(i, ready), daemon=True,
+                                 name=f"browser-worker-{i}")
+            t.start()
+            self._threads.append(t)
+            self._ready.append(ready)
+        for ready in self._ready:
+            ready.result(timeout=T_SERVER)           # re-raises a launch failure here
+        self.timings["browser launch"] = time.perf_counter() - t0
+        return self
+
+    def _worker(self, i: int, ready: concurrent.futures.Future) -> None:
+        from playwright.sync_api import sync_playwright
+
+        try:
+            with sync_playwright() as pw:
+                ctx = pw.chromium.launch_persistent_context(
+                    str(self.scratch / f"chromium-profile-{i}"), executable_path=self.chromium,
+                    headless=True, args=CHROMIUM_ARGS, viewport={"width": 1280, "height": 900})
+                ready.set_result(True)
+                try:
+                    while True:
+                        job = self._jobs.get()
+                        if job is None:
+                            break
+                        future, path, lab = job
+                        if future.set_running_or_notify_cancel():
+                            try:
+                                future.set_result(NotebookCheck(ctx, lab, self.shots).run(path))
+                            except BaseException as exc:
+                                future.set_exception(exc)
+                finally:
+                    ctx.close()
+        except BaseException as exc:
+            if not ready.done():
+                ready.set_exception(exc)
+            else:
+                print(f"browser worker {i} stopped: {type(exc).__name__}: {exc}")
+
+    def start_lab(self, env: dict[str, str | None], name: str) -> LabServer:
+        """Another server (e.g. with a different environment for its kernels); stopped by
+        :meth:`close` at the latest."""
+        lab = LabServer(self.root, self.scratch / name, env).start()
+        self.labs.append(lab)
+        return lab
+
+    def submit(self, path: Path, lab: LabServer | None = None) -> concurrent.futures.Future:
+        """Queue the check of one notebook; the future's result is its :class:`NotebookReport`."""
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        future.add_done_callback(
+            lambda f: f.cancelled() or f.exception() or self.reports.append(f.result()))
+        self._jobs.put((future, Path(path), lab or self.lab))
+        return future
+
+    def check_notebook(self, path: Path, lab: LabServer | None = None) -> NotebookReport:
+        return self.submit(path, lab).result()
+
+    def close(self) -> None:
+        while True:                                  # drop jobs not started
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                job[0].cancel()
+        for _ in self._threads:
+            self._jobs.put(None)
+        for t in self._threads:
+            t.join(timeout=60)
+        self._threads = []
+        left = processes_by_marker(str(self.scratch / "chromium-profile"))
+        if left:
+            kill_all(left)
+        for lab in self.labs:
+            lab.stop()
+
+    def leftovers(self) -> list[str]:
+        """Processes still alive that this session started (should be none after close)."""
+        return processes_mentioning(str(self.scratch))
+
+
 # ------------------------------------------------------------------------------ docs
 def save_doc_shot(src: Path, dest: Path, max_bytes: int = 200_000) -> Path:
     """Copy a screenshot for docs/, quantized to a palette so it stays under ``max_bytes``."""
@@ -944,6 +1004,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Move every widget of the notebooks in a real browser.")
     ap.add_argument("notebooks", nargs="*", type=Path, help="default: every widget notebook")
     ap.add_argument("--shots", type=Path, default=Path(tempfile.gettempdir()) / "minimamba-browser")
+    ap.add_argument("--workers", type=int, default=int(os.environ.get(WORKERS_ENV, 2)))
     ap.add_argument("--json", type=Path, help="write the reports here")
     args = ap.parse_args(argv)
     chromium = find_chromium()
@@ -952,11 +1013,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     notebooks = args.notebooks or widget_notebooks()
     t0 = time.perf_counter()
-    reports = []
-    with BrowserSession(chromium, args.shots) as s:
-        for nb in notebooks:
-            reports.append(s.check_notebook(nb))
-            print(reports[-1].describe(), flush=True)
+    with BrowserSession(chromium, args.shots, workers=args.workers) as s:
+        futures = [s.submit(nb) for nb in notebooks]
+        reports = [f.result() for f in futures]
+        for r in reports:
+            print(r.describe(), flush=True)
         timings = s.timings
     print(f"total {time.perf_counter() - t0:.1f} s ({timings}); screenshots in {args.shots}")
     if args.json:

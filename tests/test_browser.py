@@ -69,18 +69,40 @@ def shots(request, tmp_path_factory) -> Path:
     return folder
 
 
+def _selected(request) -> tuple[list[Path], bool]:
+    """The notebooks whose test is selected (``-k`` may deselect some) and whether the
+    failure check is: all of them are queued at once, so the workers never wait for pytest."""
+    notebooks, noop = [], False
+    for item in request.session.items:
+        if item.module is not request.module:
+            continue
+        if item.originalname == "test_every_widget_moves_its_figure":
+            notebooks.append(item.callspec.params["notebook"])
+        noop |= item.originalname == "test_check_reports_a_dead_widget"
+    return notebooks, noop
+
+
 @pytest.fixture(scope="module")
 def session(request, chromium, shots):
-    """One JupyterLab server + one Chromium for every notebook; stopped whatever happens."""
+    """One JupyterLab server + ``$MINIMAMBA_BROWSER_WORKERS`` Chromiums (default 2) for every
+    notebook; every selected check is queued at once; all stopped whatever happens."""
     t0 = time.perf_counter()
-    s = bh.BrowserSession(chromium, shots)
+    s = bh.BrowserSession(chromium, shots, workers=int(os.environ.get(bh.WORKERS_ENV, 2)))
     request.addfinalizer(s.close)        # runs even if start() fails halfway
     s.start()
-    s.reports = []
+    notebooks, noop = _selected(request)
+    s.futures = {nb: s.submit(nb) for nb in notebooks}
+    s.noop = None
+    target = _noop_target() if noop else None
+    if target:
+        nb, name = target
+        lab = s.start_lab({bh.NOOP_ENV: name}, "lab-noop")
+        s.noop = (nb, name, lab, s.submit(nb, lab))
     yield s
     s.close()
     left = s.leftovers()
-    _say(request.config, f"[browser] session total {time.perf_counter() - t0:.1f} s; "
+    _say(request.config, f"[browser] session total {time.perf_counter() - t0:.1f} s with "
+                         f"{s.n_workers} worker(s); "
                          f"{', '.join(f'{k} {v:.1f} s' for k, v in s.timings.items())}")
     (shots / "reports.json").write_text(json.dumps([r.to_json() for r in s.reports], indent=1))
     assert not left, f"processes left behind: {left}"
@@ -98,8 +120,7 @@ def _doc_picture(report: bh.NotebookReport, docs: Path) -> None:
 @pytest.mark.skipif(not NOTEBOOKS, reason="no notebook with widgets yet")
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
 def test_every_widget_moves_its_figure(request, session, notebook):
-    report = session.check_notebook(notebook)
-    session.reports.append(report)
+    report = session.futures[notebook].result()
     _say(request.config, "\n[browser] " + report.describe())
     if os.environ.get("MINIMAMBA_WIDGET_DOCS"):
         _doc_picture(report, Path(os.environ["MINIMAMBA_WIDGET_DOCS"]))
@@ -109,36 +130,30 @@ def test_every_widget_moves_its_figure(request, session, notebook):
     assert report.ok, report.describe()
 
 
-def _noop_target(reports: list[bh.NotebookReport]) -> tuple[Path, str] | None:
-    """A widget of the cheapest notebook: the quickest Run All measured above, else (when the
-    test runs alone) the notebook with the fewest code cells; its first ``widget(...)`` call."""
-    measured = {r.notebook: r.timings.get("run all", 1e9) for r in reports if r.ok}
+def _noop_target() -> tuple[Path, str] | None:
+    """The first ``widget(...)`` call of the notebook with the fewest code cells (cheap to run)."""
     best = None
     for path in NOTEBOOKS:
         info = bh.scan_notebook(path)
         if not info.calls:
             continue
-        rel = path.relative_to(bh.NOTEBOOK_DIR).as_posix()
         n_code = sum(1 for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")
-        cost = (measured.get(rel, 1e9), n_code)
-        if best is None or cost < best[0]:
-            best = (cost, path, info.calls[min(info.calls)][0])
+        if best is None or n_code < best[0]:
+            best = (n_code, path, info.calls[min(info.calls)][0])
     return best and best[1:]
 
 
-def test_check_reports_a_dead_widget(request, chromium, session, shots):
-    """With one widget's callback a no-op, the check must name exactly that widget as dead."""
-    target = _noop_target(session.reports)
-    if target is None:
+def test_check_reports_a_dead_widget(request, session):
+    """A second server runs with ``MINIMAMBA_WIDGET_NOOP=<one plot function>`` (that widget's
+    callback does nothing): the check must name exactly that widget as dead."""
+    if session.noop is None:
         pytest.skip("no notebook with a widget(...) call yet")
-    notebook, name = target
-    t0 = time.perf_counter()
-    with bh.BrowserSession(chromium, shots / "noop", env={bh.NOOP_ENV: name},
-                           browser=session) as s:
-        report = s.check_notebook(notebook)
-    assert not s.leftovers(), f"processes left behind: {s.leftovers()}"
-    _say(request.config, f"\n[browser] failure check ({bh.NOOP_ENV}={name}, "
-                         f"{time.perf_counter() - t0:.1f} s):\n" + report.describe())
+    notebook, name, lab, future = session.noop
+    report = future.result()
+    lab.stop()
+    left = bh.processes_mentioning(str(lab.scratch))
+    _say(request.config, f"\n[browser] failure check ({bh.NOOP_ENV}={name}):\n" + report.describe())
+    assert not left, f"processes left behind: {left}"
     expected = [w.id for w in report.widgets if w.name == name]
     assert expected, f"{name} not found in {notebook.name}:\n{report.describe()}"
     assert report.dead == expected, report.describe()

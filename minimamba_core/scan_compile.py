@@ -1,0 +1,80 @@
+"""The one switch that runs the fast scan's chunk functions through ``torch.compile``.
+
+``set_scan_compile(True)`` (or ``MINIMAMBA_COMPILE=1`` in the environment before import) makes
+:func:`chunk_fn` hand out compiled versions of the functions in ``chunk_scan.py``; where
+``torch.compile`` is missing, or compiling fails at a call, it warns once and the scan runs eager.
+Compiled, the in-place eager chunk functions are replaced by their ``*_functional`` twins:
+Inductor turns an in-place update of a slice into a copy of the whole buffer per step, while the
+functional loop fuses into a few kernels. Shapes are dynamic, so one compilation serves every
+length (the first call still takes seconds to minutes: ``benchmarks/`` reports it).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import torch
+
+from . import chunk_scan as cs
+
+_compile = {"on": os.environ.get("MINIMAMBA_COMPILE", "0") == "1", "fns": {}, "failed": set()}
+
+
+def set_scan_compile(enabled: bool = True) -> bool:
+    """Switch ``torch.compile`` for the parallel scan on or off; returns whether it is now on.
+
+    Compiling is opt-in (first calls take seconds to minutes). Where ``torch.compile`` is missing,
+    this warns and returns ``False``; a compile that fails at the first call warns and falls back
+    to the eager functions for the rest of the session. Also read from ``MINIMAMBA_COMPILE=1``.
+    """
+    if enabled and not callable(getattr(torch, "compile", None)):
+        warnings.warn("torch.compile is not available in this PyTorch; the scan stays eager",
+                      RuntimeWarning, stacklevel=2)
+        enabled = False
+    if bool(enabled) != _compile["on"]:
+        _compile["on"] = bool(enabled)
+        _compile["fns"].clear()
+        _compile["failed"].clear()
+    return _compile["on"]
+
+
+def scan_compile_enabled() -> bool:
+    """Whether :func:`set_scan_compile` has switched compilation on."""
+    return _compile["on"]
+
+
+def scan_compile_failures() -> list[str]:
+    """Names of the chunk functions whose compilation failed (they run eager)."""
+    return sorted(_compile["failed"])
+
+
+def chunk_fn(name: str):
+    """The chunk function ``name`` of ``chunk_scan``: eager, or compiled when the switch is on.
+
+    Compiled, the in-place eager version is replaced by its ``*_functional`` twin where one
+    exists. A compile error at a call warns once and falls back to the eager function for good.
+    """
+    eager = getattr(cs, name)
+    if not _compile["on"]:
+        return eager
+    if name not in _compile["fns"]:
+        # dynamic: one compilation serves every length and block width (compiling takes minutes)
+        compiled = torch.compile(getattr(cs, name + "_functional", eager), dynamic=True)
+
+        def guarded(*args):
+            if _compile["fns"].get(name) is eager:  # an earlier failure: stay eager
+                return eager(*args)
+            try:
+                return compiled(*args)
+            except Exception as err:  # noqa: BLE001  (any compiler error: fall back, once)
+                warnings.warn(f"torch.compile failed for {name} ({type(err).__name__}: {err}); "
+                              "the scan falls back to eager", RuntimeWarning, stacklevel=2)
+                _compile["fns"][name] = eager
+                _compile["failed"].add(name)
+                return eager(*args)
+
+        _compile["fns"][name] = guarded
+    return _compile["fns"][name]
+
+

@@ -1,0 +1,109 @@
+"""Checks that committed notebooks were produced by tools/refresh_outputs.py and follow the rules.
+
+nbval runs the cells; this catches what it cannot see (issue 4, ``make test``):
+* valid nbformat, kernel ``python3``, no stored widget state (it changes every run and malformed
+  state stops GitHub from rendering the notebook);
+* executed top to bottom in one kernel: execution counts 1..n, no per-cell timing metadata,
+  no stored error output (unless the cell is tagged ``raises-exception``);
+* ``nbval-ignore-output`` only on widget or timing cells, and every widget cell tagged with it;
+* every widget cell is preceded by a static call of the same plot function (GitHub renders no
+  widgets), and its controls are keyword arguments of that function;
+* at least one ``assert`` in every notebook; a Summary at the end.
+"""
+
+import ast
+import inspect
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+NOTEBOOKS = sorted(Path(__file__).resolve().parents[1].joinpath("notebooks").glob("*.ipynb"))
+
+# How a widget cell or a timing cell is recognised from its source: a call of widget(...) or
+# interact(...); a clock (perf_counter, process_time, time.time, %time, %timeit, timeit, a device
+# synchronize) or a call of a helper whose name says it times something (best_time(...),
+# median_ms(...), plot_time_per_token(...)).
+WIDGET = re.compile(r"\b(widget|interact|interactive|interact_manual)\(")
+TIMING = re.compile(r"(perf_counter|process_time|time\.time\(|\btimeit\b|^%%?time\b|synchronize\(|"
+                    r"\w*time\w*\(|\w*_ms\()", re.M)
+IGNORE = "nbval-ignore-output"
+
+
+def _code_cells(nb):
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+def _is_widget(cell):
+    return bool(WIDGET.search(cell.source))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_refreshed_top_to_bottom(path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    assert nb.metadata.get("kernelspec", {}).get("name") == "python3", "kernelspec must be python3"
+    assert "widgets" not in nb.metadata, "strip metadata.widgets (run tools/refresh_outputs.py)"
+    counts = []
+    for cell in _code_cells(nb):
+        assert "execution" not in cell.metadata, "per-cell timing metadata: re-run refresh_outputs.py"
+        tags = cell.metadata.get("tags", [])
+        if "skip-execution" in tags:
+            continue
+        assert cell.execution_count is not None, f"unexecuted cell, outputs are stale:\n{cell.source[:200]}"
+        counts.append(cell.execution_count)
+        if "raises-exception" not in tags:
+            assert not any(o.output_type == "error" for o in cell.outputs), f"stored error output:\n{cell.source[:200]}"
+    assert counts == list(range(1, len(counts) + 1)), f"not run top-to-bottom in one kernel: {counts}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_ignore_output_only_on_widget_or_timing_cells(path):
+    for cell in _code_cells(nbformat.read(path, as_version=4)):
+        tags = cell.metadata.get("tags", [])
+        if _is_widget(cell):
+            assert IGNORE in tags, f"a widget cell must be tagged {IGNORE}:\n{cell.source[:200]}"
+        elif IGNORE in tags:
+            assert TIMING.search(cell.source), (
+                f"{IGNORE} is only for widget or timing cells (a widget call, perf_counter, %time, timeit); "
+                f"print rounded values or thresholds instead:\n{cell.source[:300]}")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_at_least_one_assert_and_a_summary(path):
+    nb = nbformat.read(path, as_version=4)
+    asserts = [c for c in _code_cells(nb) if re.search(r"^\s*assert\b", c.source, re.M)]
+    assert asserts, "every notebook checks what it shows: at least one cell with an assert"
+    markdown = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert re.search(r"^#+\s*Summary", markdown, re.M), "every notebook ends with a '## Summary'"
+
+
+def _widget_call(cell):
+    """The ``...widget(plot_fn, name=control, ...)`` call of a widget cell, or None."""
+    for node in ast.walk(ast.parse(cell.source)):
+        if isinstance(node, ast.Call) and ast.unparse(node.func).split(".")[-1] == "widget" and node.args:
+            return node
+    return None
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_widgets_follow_a_static_call_and_match_their_function(path):
+    from minimamba_core import viz
+
+    seen = ""  # source of the code cells so far, widget cells excluded
+    for cell in _code_cells(nbformat.read(path, as_version=4)):
+        call = _widget_call(cell) if _is_widget(cell) else None
+        if call is None:
+            seen += cell.source + "\n"
+            continue
+        name = ast.unparse(call.args[0]).split(".")[-1]
+        assert re.search(rf"\b{name}\(", seen), (
+            f"widget over {name} without a static call of {name}(...) before it (GitHub shows no widgets)")
+        fn = getattr(viz, name, None)
+        if fn is None:  # a plot function defined elsewhere; nothing more to check here
+            continue
+        params = inspect.signature(fn).parameters
+        for kw in call.keywords:
+            # interact passes every control by name: a misspelt one fails only inside the widget
+            assert kw.arg in params, f"control {kw.arg!r} is not a parameter of viz.{name}{inspect.signature(fn)}"
