@@ -1,0 +1,1 @@
+"""Benchmark scripts (``python -m benchmarks.bench_scan`` ...); see ``benchmarks/README.md``."""

@@ -175,9 +175,10 @@ def selective_scan_parallel(
     Same arguments, shapes, dtypes, returns and errors as :func:`selective_scan_sequential`.
     Runs the chunked scan of ``fast_scan.py`` (notebook ``11_performance``): chunks of ``T``
     steps, each chunk's effect summarized without a loop, the summaries scanned, then all chunks
-    side by side (on a GPU) or one after another (on a CPU, where that is faster). Its backward
-    is written out and recomputes the states of one chunk at a time, so only ``1/T`` of the
-    states ``(b, l, d_inner, d_state)`` is kept. ``mm.set_scan_compile(True)`` compiles it.
+    side by side (on a GPU) or one after another (on a CPU with at least 1024 channels
+    ``b * d_inner * d_state``, where that is faster). Its backward is written out and
+    recomputes the states of one chunk at a time, so only ``1/T`` of the states
+    ``(b, l, d_inner, d_state)`` is kept. ``mm.set_scan_compile(True)`` compiles it.
     """
     out_dtype = x.dtype
     x, delta, A, B, C, D, z, h0 = _prepare(x, delta, A, B, C, D, z, delta_bias, delta_softplus,

@@ -22,7 +22,7 @@ def widget(plot_fn: Callable[..., tuple[Any, dict]], **controls):
     """``ipywidgets.interact`` over ``plot_fn`` with inline matplotlib; ``controls`` as for interact.
 
     The figure is shown and closed on every call. Honours ``MINIMAMBA_WIDGET_NOOP`` (see above).
-    Returns the ``interactive`` widget.
+    Returns what ``interact`` returns: the wrapped callback, whose ``.widget`` is the ``interactive`` box.
     """
     import ipywidgets
 
@@ -527,11 +527,16 @@ def mixer_selection(mixer: MambaMixer, hidden: torch.Tensor) -> dict:
     ``B, C (b, l, N)``, ``A (d_inner, N)``.
     """
     cfg = mixer.config
-    l = hidden.shape[1]
+    l, k = hidden.shape[1], cfg.d_conv
     x, z = mixer.in_proj(hidden).chunk(2, dim=-1)  # (b, l, d_inner) each
-    x = F.conv1d(x.transpose(1, 2), mixer.conv1d.weight, mixer.conv1d.bias, padding=cfg.d_conv - 1,
-                 groups=cfg.d_inner)[..., :l]  # (b, d_inner, l): keep the causal part
-    x = F.silu(x).transpose(1, 2)  # (b, l, d_inner)
+    # The causal depthwise convolution as a sum of k shifted copies (the same numbers as
+    # conv1d(padding=k-1)[..., :l]; small conv1d calls can be slow on a busy CPU).
+    w = mixer.conv1d.weight[:, 0, :]  # (d_inner, k)
+    x_pad = F.pad(x, (0, 0, k - 1, 0))  # (b, k-1+l, d_inner): zeros before the first token
+    x = sum(w[:, j] * x_pad[:, j:j + l] for j in range(k))  # (b, l, d_inner)
+    if mixer.conv1d.bias is not None:
+        x = x + mixer.conv1d.bias
+    x = F.silu(x)  # (b, l, d_inner)
     dt, B, C = mixer.x_proj(x).split([cfg.dt_rank, cfg.d_state, cfg.d_state], dim=-1)
     delta = F.softplus(mixer.dt_proj(dt))  # (b, l, d_inner)
     return dict(x=x, z=z, delta=delta, B=B, C=C, A=-torch.exp(mixer.A_log))
@@ -1122,7 +1127,7 @@ def benchmark_table(results: dict, section: str, length: int, dtype: str = "floa
         if r["L"] != length or r["dtype"] != dtype:
             continue
         if "ms" in r:
-            text = f"{r['ms']:.3g} ms, {r.get('peak_mb', float('nan')):.0f} MB"
+            text = f"{r['ms']:.4g} ms, {r.get('peak_mb', float('nan')):.0f} MB"
         else:
             text = r.get("status", "")
         cells.setdefault(r["method"], {})[r["mode"]] = text

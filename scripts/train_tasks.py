@@ -1,11 +1,21 @@
 """Train the small task models of notebook 09 (Selective Copying, Induction Heads; S6 and LTI).
 
-Commands (from the repository root; ``--lti`` switches selection off)::
+Commands (from the repository root; ``--lti`` switches selection off; ``--init`` continues an
+earlier run's weights as a new stage, and the folder keeps every stage's record)::
 
-    python scripts/train_tasks.py --task selective_copying --seqlen 256 --n-tokens 8 --out models/tasks/sc_s6
-    python scripts/train_tasks.py --task selective_copying --seqlen 256 --n-tokens 8 --lti --out models/tasks/sc_lti
-    python scripts/train_tasks.py --task induction_heads --seqlen 256 --out models/tasks/ih_s6
-    python scripts/train_tasks.py --task induction_heads --seqlen 256 --lti --out models/tasks/ih_lti
+    python scripts/train_tasks.py --task selective_copying --seqlen 64 --n-tokens 8 --out DIR
+    python scripts/train_tasks.py --task selective_copying --seqlen 64 --n-tokens 8 --lti --out DIR
+    python scripts/train_tasks.py --task induction_heads --seqlen 256 --out DIR [--lti]
+
+The shipped folders in ``models/tasks/`` and how they were made (exact commands and times in
+each ``config.json``; the GPU batches are ``scripts/train_all_gpu.sh``):
+
+* ``sc_s6_64``, ``sc_lti_64``: selective copying, ``L = 64``, ``k = 8``; batch 256 on an H200
+  for 75 s of training (stage 2 of the GPU batch; 1286 and 1569 steps: 84% and 26% token
+  accuracy), then ``sc_s6_64`` continued on the CPU (``--init``, batch 128, lr 1e-3; see its
+  second stage).
+* ``ih_s6``: induction heads trained at 256, 602 steps of batch 128 (GPU shared seven ways), then
+  1081 steps of batch 256 (``--init``); ``ih_lti``: the LTI model, 591 steps of batch 128.
 
 Each run trains the paper's task model (2 layers, ``d_model = 64``, ``d_state = 16``,
 vocabulary 16; Gu & Dao 2023, Appendix E.1) on freshly drawn batches, evaluates a fixed
@@ -13,8 +23,8 @@ validation set (its own seed) every ``--eval-every`` steps, stops early once tha
 solved (accuracy >= ``--stop-at``), and writes the folder with
 :func:`minimamba_core.tasks.save_task_model`; ``config.json`` records the command, the
 settings, the steps done, the time and the device, and the accuracies measured (for
-Induction Heads at the training length and at 4x, 16x and 64x it). Times for the shipped
-folders are in that file; they were trained on one NVIDIA H200, several runs side by side.
+Induction Heads at the training length and at 4x, 16x and 64x it). GPU times were measured
+with several runs sharing one H200, so they are upper bounds for a run alone.
 """
 
 from __future__ import annotations

@@ -640,15 +640,24 @@ class NotebookCheck:
             self._shot(page, f"{stem}__failure", report)
         finally:
             page.close()         # no beforeunload prompt: the page just goes
-            self._shutdown_kernel(rel)
+            self._shutdown_kernel(rel, report)
             report.timings["total"] = time.perf_counter() - t0
         return report
 
-    def _shutdown_kernel(self, rel: str) -> None:
-        """End the notebook's session and kernel (one server serves every notebook)."""
+    def _shutdown_kernel(self, rel: str, report: NotebookReport) -> None:
+        """End the notebook's session and kernel (one server serves every notebook), noting
+        the CPU seconds the kernel used (on a shared machine, a better guide than wall time)."""
+        import psutil
+
         try:
             for sess in self.lab.api("sessions"):
                 if sess["path"] == rel:
+                    for p in processes_by_marker(f"kernel-{sess['kernel']['id']}.json"):
+                        try:
+                            cpu = p.cpu_times()
+                            report.timings["kernel cpu"] = cpu.user + cpu.system
+                        except psutil.NoSuchProcess:
+                            pass
                     req = urllib.request.Request(
                         f"{self.lab.base}/api/sessions/{sess['id']}?token={self.lab.token}",
                         method="DELETE")

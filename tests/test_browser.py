@@ -13,6 +13,12 @@ controls must change and no error output may appear. The machinery is in
 - Screenshots before/after every move go to ``$MINIMAMBA_SCREENSHOTS`` or a folder under the
   pytest temporary directory; the folder is printed. ``MINIMAMBA_WIDGET_DOCS=docs/widgets``
   also writes one picture per notebook there, for ``docs/widgets.md``.
+- Every selected notebook is queued when the server starts; ``$MINIMAMBA_BROWSER_WORKERS``
+  (default 2) notebooks are checked at once, each in its own Chromium (one server for all).
+- The failure check starts a second server with ``MINIMAMBA_WIDGET_NOOP=<plot function>`` for
+  the first widget of the notebook with the fewest code cells; exactly that widget must be
+  reported dead.
+- The last test stops everything and asserts that no jupyter/kernel/chromium process is left.
 - No Chromium: the tests fail when ``CI`` is set and are skipped otherwise, saying why.
   Chromium is ``$MINIMAMBA_CHROMIUM`` or ``chromium`` on PATH (Debian's package; never
   ``playwright install``).
