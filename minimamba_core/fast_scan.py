@@ -10,7 +10,7 @@ times over; this keeps ``1/T`` of it.
 
 Two schedules compute the same numbers:
 
-* ``"sequential"`` (the default on CPUs once ``b * d_inner * d_state >= 1024``): chunks one
+* ``"sequential"`` (opt-in, ``SCHEDULE = "sequential"``; faster on CPUs with many channels): chunks one
   after another, the state carried between them. A CPU's few cores are already busy with that
   many independent channels; small chunks stay in cache and the loop costs one fused
   ``addcmul_`` per step. This is a loop over time, chosen because it is faster there.
@@ -193,14 +193,13 @@ class ChunkedScan(torch.autograd.Function):
 
 
 def _default_schedule(x: torch.Tensor, A: torch.Tensor) -> str:
-    """``"sequential"`` on a CPU with at least ``_SEQUENTIAL_MIN_CHANNELS`` independent channels
-    ``b * d_inner * d_state`` per step, else ``"parallel"``. Measured on the project's CPU (one
-    thread, l = 1024 and 4096): at 4 channels the parallel schedule is 4-10x faster (a step costs
-    a few microseconds of overhead whatever its size), at 256 both are even, from 1024 on the
-    sequential one is faster (2-5x at 4096-16384: the parallel one does twice the work and its
-    temporaries leave the cache)."""
-    channels = x.shape[0] * x.shape[2] * A.shape[1]
-    return "sequential" if x.device.type == "cpu" and channels >= _SEQUENTIAL_MIN_CHANNELS else "parallel"
+    """Always ``"parallel"``: the parallel scan's contract is no Python loop over every time step.
+
+    On a CPU with many channels ``b * d_inner * d_state`` the ``"sequential"`` schedule is faster
+    (measured with one thread, fwd+bwd at (b, l, d_inner, N) = (1, 1024, 768, 16): 0.23 s against
+    0.54 s; benchmarks/README.md has the full tables); opt in with ``fast_scan.SCHEDULE =
+    "sequential"``."""
+    return "parallel"
 
 
 def chunked_scan(x, delta, A, B, C, h0=None, schedule: str | None = None):

@@ -51,6 +51,14 @@ def _check_float(name: str, t: torch.Tensor | None) -> None:
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
 
 
+def _out_dtype(x) -> torch.dtype:
+    """``x``'s dtype, after checking that ``x`` is a float tensor (the output has this dtype)."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    _check_float("x", x)
+    return x.dtype
+
+
 def _validate(x, delta, A, B, C, D, z, delta_bias, h0, check_finite):
     tensors = dict(x=x, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=delta_bias, h0=h0)
     for name, t in tensors.items():
@@ -140,17 +148,19 @@ def selective_scan_sequential(
 
     Matches ``selective_scan_ref`` of state-spaces/mamba (commit 0cce0fa) up to layout.
     """
-    out_dtype = x.dtype
+    out_dtype = _out_dtype(x)
     x, delta, A, B, C, D, z, h0 = _prepare(x, delta, A, B, C, D, z, delta_bias, delta_softplus,
                                            h0, check_finite)
     b, l, d = x.shape
     h = h0 if h0 is not None else x.new_zeros(b, d, A.shape[1])  # (b, d, n)
     ys = []
-    for t in range(l):
-        A_bar = torch.exp(delta[:, t, :, None] * A)  # (b, d, n)
-        B_bar_x = (delta[:, t] * x[:, t])[:, :, None] * B[:, t, None, :]  # (b, d, n)
+    # unbind once: indexing delta[:, t] inside the loop would make every step's backward
+    # allocate a full (b, l, d) gradient, a cost quadratic in l.
+    for x_t, delta_t, B_t, C_t in zip(x.unbind(1), delta.unbind(1), B.unbind(1), C.unbind(1)):
+        A_bar = torch.exp(delta_t[:, :, None] * A)  # (b, d, n)
+        B_bar_x = (delta_t * x_t)[:, :, None] * B_t[:, None, :]  # (b, d, n)
         h = A_bar * h + B_bar_x  # (b, d, n)   eq. 2a
-        ys.append(torch.einsum("bdn,bn->bd", h, C[:, t]))  # (b, d)   eq. 2b
+        ys.append(torch.einsum("bdn,bn->bd", h, C_t))  # (b, d)   eq. 2b
     y = torch.stack(ys, dim=1) if ys else x.new_zeros(b, 0, d)  # (b, l, d)
     y = _finish(y, x, D, z, out_dtype)
     return (y, h) if return_last_state else y
@@ -175,12 +185,12 @@ def selective_scan_parallel(
     Same arguments, shapes, dtypes, returns and errors as :func:`selective_scan_sequential`.
     Runs the chunked scan of ``fast_scan.py`` (notebook ``11_performance``): chunks of ``T``
     steps, each chunk's effect summarized without a loop, the summaries scanned, then all chunks
-    side by side (on a GPU) or one after another (on a CPU with at least 1024 channels
-    ``b * d_inner * d_state``, where that is faster). Its backward is written out and
+    side by side (``fast_scan.SCHEDULE = "sequential"`` runs them one after another instead,
+    which is faster on a CPU with many channels). Its backward is written out and
     recomputes the states of one chunk at a time, so only ``1/T`` of the states
     ``(b, l, d_inner, d_state)`` is kept. ``mm.set_scan_compile(True)`` compiles it.
     """
-    out_dtype = x.dtype
+    out_dtype = _out_dtype(x)
     x, delta, A, B, C, D, z, h0 = _prepare(x, delta, A, B, C, D, z, delta_bias, delta_softplus,
                                            h0, check_finite)
     b, l, d = x.shape

@@ -143,7 +143,8 @@ def train(model: nn.Module, batch_fn: Callable[[int], tuple[torch.Tensor, torch.
         steps: number of optimizer steps.
         lr, weight_decay, betas, grad_clip: AdamW and clipping; ``warmup`` defaults to
             ``min(100, steps // 10)`` steps; cosine decay to ``min_lr_ratio * lr``.
-        eval_fn: ``model -> dict`` (e.g. a closure over :func:`evaluate`), called every
+        eval_fn: ``model -> dict`` (e.g. a closure over :func:`evaluate`; its ``"loss"``, if
+            any, is shown on the bar), called every
             ``eval_every`` steps and after the last step; a result with ``"stop": True``
             ends training early (e.g. once a task is solved).
         progress: show a tqdm bar (text bar written to stdout, or a widget when
@@ -185,15 +186,16 @@ def train(model: nn.Module, batch_fn: Callable[[int], tuple[torch.Tensor, torch.
         hist.steps.append(step)
         hist.train_loss.append(value)
         last = step == steps - 1
-        out_of_time = max_seconds is not None and time.perf_counter() - t0 > max_seconds
-        if eval_fn is not None and ((eval_every and (step + 1) % eval_every == 0) or last or out_of_time):
+        stop = max_seconds is not None and time.perf_counter() - t0 > max_seconds
+        if eval_fn is not None and ((eval_every and (step + 1) % eval_every == 0) or last or stop):
             hist.eval_steps.append(step + 1)
             hist.evals.append(eval_fn(model))
-            bar.set_postfix(loss=f"{value:.3f}", val=f"{hist.evals[-1]['loss']:.3f}", refresh=False)
-            out_of_time = out_of_time or bool(hist.evals[-1].get("stop", False))
+            shown = {"val": f"{hist.evals[-1]['loss']:.3f}"} if "loss" in hist.evals[-1] else {}
+            bar.set_postfix(loss=f"{value:.3f}", **shown, refresh=False)
+            stop = stop or bool(hist.evals[-1].get("stop", False))
         elif step % 10 == 0:
             bar.set_postfix(loss=f"{value:.3f}", refresh=False)
-        if out_of_time:
+        if stop:
             break
     bar.close()
     hist.seconds = time.perf_counter() - t0

@@ -4,7 +4,8 @@ Used by ``tests/test_browser.py``; also runs on its own for a person who wants t
 
     python tests/browser_harness.py [notebooks/NN_name.ipynb ...] [--shots DIR]
 
-What one notebook check does (:meth:`BrowserSession.check_notebook`):
+What one notebook check does (:meth:`NotebookCheck.run`; :class:`BrowserSession` runs one
+JupyterLab server and a few Chromiums that check several notebooks at once):
 
 1. opens the notebook in a fresh page (``?reset``: no restored tabs), waits for its kernel
    through the server's sessions API, then for the toolbar's indicator;
@@ -81,7 +82,7 @@ T_OPEN = 90            # notebook shown and its kernel idle
 T_RUN_ALL = float(os.environ.get("MINIMAMBA_BROWSER_RUN_TIMEOUT", 300))   # Run All finishes
 T_WIDGETS = 20         # interact containers attached after the cells finished
 T_FIRST_FIGURE = 5     # ... and their first figures shown
-T_REDRAW = 120        # a moved control's figure redrawn (notebook 10's takes ~40 s here)
+T_REDRAW = 120         # a moved control's figure redrawn (notebook 10's takes ~45 s here)
 IDLE_GRACE = 1.5       # kernel idle this long and no new figure: the widget is dead
 STALL = 3.0            # an error shown and no prompt changing this long: the run stopped
 SETTLE = 0.75          # a new figure must stay the same this long (a late redraw may follow)
@@ -93,7 +94,7 @@ POLL = 0.25
 # ipywidgets 8 control roots (the ``widget-*`` classes are what its views put on the DOM).
 CONTROL_SELECTOR = ", ".join([
     ".widget-slider", ".widget-dropdown", ".widget-select", ".widget-toggle-buttons",
-    ".widget-radio", ".widget-checkbox", ".widget-toggle-button:not(.widget-toggle-buttons *)",
+    ".widget-radio", ".widget-checkbox", ".widget-toggle-button",
     ".widget-button", ".widget-text", ".widget-textarea", ".widget-play",
 ])
 

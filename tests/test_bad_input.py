@@ -89,8 +89,6 @@ def test_scan_rejects_bad_input(scan, case, replace, error, words):
     expect_error(lambda: scan(**_scan_inputs(**replace)), error, *words)
 
 
-@pytest.mark.xfail(reason="scan.py reads x.dtype before validating x: AttributeError instead of "
-                          "TypeError (reported to the scan's owner)", raises=AssertionError, strict=False)
 @pytest.mark.parametrize("scan", SCANS.values(), ids=SCANS.keys())
 def test_scan_rejects_non_tensor_x(scan):
     expect_error(lambda: scan(**_scan_inputs(x=[[[1.0] * 3] * 5] * 2)), TypeError, "x", "list")

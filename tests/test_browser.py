@@ -130,8 +130,7 @@ def test_every_widget_moves_its_figure(request, session, notebook):
     _say(request.config, "\n[browser] " + report.describe())
     if os.environ.get("MINIMAMBA_WIDGET_DOCS"):
         _doc_picture(report, Path(os.environ["MINIMAMBA_WIDGET_DOCS"]))
-    expected = bh.scan_notebook(notebook).n_widgets
-    assert report.widgets, f"{notebook.name}: no widget found in the browser\n{report.describe()}"
+    expected = bh.scan_notebook(notebook).n_widgets      # widget(...) calls in the source
     assert len(report.widgets) >= expected, report.describe()
     assert report.ok, report.describe()
 
