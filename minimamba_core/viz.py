@@ -1210,7 +1210,7 @@ def plot_loss_curves(steps, train_loss, eval_steps, val_loss, baselines: dict | 
 
 
 def plot_task_example(inputs, targets, predictions: dict | None = None, vocab_size: int = 16,
-                      special: tuple[int, ...] = (), title: str = ""):
+                      special: tuple[int, ...] = (), noise: int | None = None, title: str = ""):
     """One task sequence as a strip of coloured cells (as the paper's Figure 2), answers below.
 
     Args:
@@ -1219,8 +1219,8 @@ def plot_task_example(inputs, targets, predictions: dict | None = None, vocab_si
         predictions: ``{"S6": (l,) ids, "LTI": (l,) ids}``: each model's argmax, shown at the
             asked positions (a cross marks a wrong answer).
         vocab_size: for the colour scale.
-        special: ids drawn in black (the marker or trigger); id 0 is drawn white when it is
-            the noise token (``0 in special`` is not required).
+        special: ids drawn in black (the marker or trigger).
+        noise: the id drawn white (selective copying's noise token), if any.
 
     Returns:
         ``(fig, data)``; ``data`` holds ``asked`` (the asked positions) and per model
@@ -1234,6 +1234,8 @@ def plot_task_example(inputs, targets, predictions: dict | None = None, vocab_si
     cmap = plt.get_cmap("tab20", vocab_size)
 
     def colour(t):
+        if noise is not None and t == noise:
+            return (1, 1, 1, 1)
         return (0, 0, 0, 1) if t in special else cmap(int(t))
 
     def cell(x, y, t, edge="0.7"):

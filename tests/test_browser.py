@@ -103,7 +103,7 @@ def session(request, chromium, shots):
     if target:
         nb, name = target
         lab = s.start_lab({bh.NOOP_ENV: name}, "lab-noop")
-        s.noop = (nb, name, lab, s.submit(nb, lab))
+        s.noop = (nb, name, lab, s.submit(nb, lab, shots=shots / "noop"))
     yield s
     s.close()
     left = s.leftovers()

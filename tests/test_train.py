@@ -238,3 +238,28 @@ def test_shipped_shakespeare_model(split):
     words = sample.split()
     known = set(text.split())
     assert sum(w in known for w in words) / len(words) > 0.6, sample
+
+
+# ---- notebook 08's plots (numbers behind the pictures) --------------------------------------
+
+def test_plot_bigram_and_loss_curves():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from minimamba_core import viz
+
+    counts = torch.tensor([[0.0, 3.0, 1.0], [2.0, 0.0, 0.0], [1.0, 1.0, 0.0]])  # row sums 4, 2, 2
+    fig, data = viz.plot_bigram(counts, ["a", " ", "\n"], top=2)
+    assert list(data["ids"]) == [0, 1] and data["labels"] == ["a", "␣"]
+    assert data["probs"][0, 1] == pytest.approx(1.0) and data["probs"][1, 0] == pytest.approx(1.0)
+    plt.close(fig)
+    with pytest.raises(ValueError, match="top must be"):
+        viz.plot_bigram(counts, ["a", "b", "c"], top=4)
+    fig, data = viz.plot_loss_curves([0, 1, 2, 3], [4.0, 2.0, 2.0, 0.0], [2, 4], [3.0, 1.5],
+                                     baselines={"bigram": 2.48}, smooth=2)
+    assert data["smoothed"].tolist() == [4.0, 3.0, 2.0, 1.0] and data["final_val"] == 1.5
+    plt.close(fig)
+    with pytest.raises(ValueError, match="pair up"):
+        viz.plot_loss_curves([0, 1], [1.0], [1], [1.0])
