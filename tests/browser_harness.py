@@ -39,6 +39,7 @@ removed from the server's environment); autosave is off so the notebooks on disk
 from __future__ import annotations
 
 import argparse
+import atexit
 import concurrent.futures
 import hashlib
 import json
@@ -222,6 +223,28 @@ def kill_all(procs: list, timeout: float = 10) -> None:
 
 
 # ------------------------------------------------------------------------------ server
+def _resolve_prctl():
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _resolve_prctl()     # resolved here: the forked child only calls it, imports nothing
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec (Linux): SIGTERM it when the thread that started it ends,
+    even by SIGKILL, so a killed test run leaves no server behind (the server then shuts its
+    kernels down). Start servers from the main thread. Elsewhere a no-op."""
+    if _PRCTL is not None:
+        _PRCTL(1, signal.SIGTERM)          # 1 = PR_SET_PDEATHSIG
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -243,7 +266,6 @@ class LabServer:
         self.proc: subprocess.Popen | None = None
         self.log_path = self.scratch / "lab.log"
         self._env = env or {}
-        self._tree: list = []
 
     def start(self) -> "LabServer":
         self.scratch.mkdir(parents=True, exist_ok=True)
@@ -295,7 +317,8 @@ class LabServer:
             cmd.append("--allow-root")
         with open(self.log_path, "w") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
+                                         stdin=subprocess.DEVNULL, start_new_session=True,
+                                         preexec_fn=_die_with_parent)
         deadline = time.time() + T_SERVER
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -875,6 +898,10 @@ class NotebookCheck:
 
 
 # ------------------------------------------------------------------------------ session
+def _sigterm_to_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 class BrowserSession:
     """One JupyterLab server and ``workers`` headless Chromiums (one Playwright per worker
     thread: its API is not thread-safe), started together, stopped together.
@@ -900,6 +927,7 @@ class BrowserSession:
         self._ready: list[concurrent.futures.Future] = []
         self.timings: dict[str, float] = {}
         self.reports: list[NotebookReport] = []
+        self._old_sigterm = None
 
     # -- lifecycle
     def __enter__(self) -> "BrowserSession":
@@ -915,6 +943,11 @@ class BrowserSession:
 
     def start(self) -> "BrowserSession":
         self.shots.mkdir(parents=True, exist_ok=True)
+        atexit.register(self.close)                  # a last net; close() is idempotent
+        if threading.current_thread() is threading.main_thread():
+            # SIGTERM (e.g. from `timeout`) would end Python without any cleanup: turn it into
+            # KeyboardInterrupt, so pytest tears its fixtures down and close() runs
+            self._old_sigterm = signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
         t0 = time.perf_counter()
         self.lab.start()
         self.timings["server start"] = time.perf_counter() - t0
@@ -1000,6 +1033,14 @@ class BrowserSession:
             kill_all(left)
         for lab in self.labs:
             lab.stop()
+            if lab.log_path.is_file():                # keep the server logs with the pictures
+                self.shots.mkdir(parents=True, exist_ok=True)
+                shutil.copy(lab.log_path, self.shots / f"{lab.scratch.name}.log")
+        if not self.leftovers():                      # profiles, settings, kernel files: tens of MB
+            shutil.rmtree(self.scratch, ignore_errors=True)
+        if self._old_sigterm is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._old_sigterm)
+            self._old_sigterm = None
 
     def leftovers(self) -> list[str]:
         """Processes still alive that this session started (should be none after close)."""

@@ -65,8 +65,12 @@ def test_ignore_output_only_on_widget_or_timing_cells(path):
         if _is_widget(cell):
             assert IGNORE in tags, f"a widget cell must be tagged {IGNORE}:\n{cell.source[:200]}"
         elif IGNORE in tags:
-            assert TIMING.search(cell.source), (
-                f"{IGNORE} is only for widget or timing cells (a widget call, perf_counter, %time, timeit); "
+            # Widget and timing cells; and cells whose numbers are checked by their own `assert`
+            # thresholds, or text sampled from a model trained in the notebook (training runs'
+            # last digits depend on the machine's arithmetic).
+            assert (TIMING.search(cell.source) or re.search(r"^\s*assert\b", cell.source, re.M)
+                    or re.search(r"\bsample\(", cell.source)), (
+                f"{IGNORE} is only for widget or timing cells, or cells that assert on their numbers; "
                 f"print rounded values or thresholds instead:\n{cell.source[:300]}")
 
 
