@@ -80,7 +80,8 @@ def _selected(request) -> tuple[list[Path], bool]:
     failure check is: all of them are queued at once, so the workers never wait for pytest."""
     notebooks, noop = [], False
     for item in request.session.items:
-        if item.module is not request.module:
+        # nbval's notebook cells share the session but are not Python functions
+        if getattr(item, "module", None) is not request.module:
             continue
         if item.originalname == "test_every_widget_moves_its_figure":
             notebooks.append(item.callspec.params["notebook"])
