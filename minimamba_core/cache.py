@@ -71,8 +71,8 @@ class InferenceCache:
     def dtype(self) -> torch.dtype:
         return self.ssm_states[0].dtype
 
-    def check(self, config: MambaConfig, batch_size: int) -> None:
-        """Raise ``ValueError`` when this cache was built for another model or batch size."""
+    def check(self, config: MambaConfig, batch_size: int, device: torch.device | None = None) -> None:
+        """Raise ``ValueError`` when this cache was built for another model, batch size or device."""
         if not isinstance(config, MambaConfig):
             raise TypeError(f"config must be a MambaConfig, got {type(config).__name__}")
         wanted = (config.n_layer, config.d_inner, config.d_conv, config.d_state)
@@ -86,6 +86,9 @@ class InferenceCache:
         if batch_size != self.batch_size:
             raise ValueError(f"this cache holds {self.batch_size} sequences but the input has batch "
                              f"size {batch_size}; build one with InferenceCache.empty(config, {batch_size})")
+        if device is not None and self.ssm_states[0].device != torch.device(device):
+            raise ValueError(f"this cache lives on {self.ssm_states[0].device} but the model on {device}; "
+                             f"build one with InferenceCache.empty(config, {batch_size}, device={str(device)!r})")
 
     def reset(self) -> None:
         """Zero every state and set ``seqlen_offset`` back to 0 (reuse for a new prompt)."""

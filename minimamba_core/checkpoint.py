@@ -24,7 +24,8 @@ How the vocabulary maps, so that logits agree column for column: an official fol
 ``MambaConfig(vocab_size=50277, pad_vocab_size_multiple=8)`` (50280 rows, ids >= 50277 never
 sampled); a Hugging Face folder gives ``MambaConfig(vocab_size=V, pad_vocab_size_multiple=1)``
 with ``V`` = its ``vocab_size`` = its rows. Saving in the Hugging Face layout writes
-``vocab_size = padded_vocab_size`` (all rows); the official layout writes ``vocab_size`` and
+``vocab_size = padded_vocab_size`` (all rows), plus ``minimamba_vocab_size`` and
+``minimamba_pad_vocab_size_multiple`` when padding added rows, which loading reads back; the official layout writes ``vocab_size`` and
 ``pad_vocab_size_multiple`` as they are. Logits always have ``padded_vocab_size`` columns,
 the same number as the other implementation's.
 
@@ -58,6 +59,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .config import MambaConfig
+from .mixer import MambaMixer
 from .model import MambaLM
 
 LAYOUTS = ("hf", "official")
@@ -77,6 +79,12 @@ _CHECKPOINT_FILE = re.compile(r"(config|generation_config|tokenizer|tokenizer_co
                               r"|pytorch_model(-\d+-of-\d+)?\.bin(\.index\.json)?")
 
 # Our field -> its name in each layout's config.json (official: dotted inside ssm_cfg).
+_HALF = (torch.float16, torch.bfloat16)
+_KEEP_FP32 = re.compile(r"\.mixer\.(A_log|D)$")  # parameters a half-precision model keeps in float32
+
+# Extra keys of a Hugging Face config.json written by save_pretrained when the rows are padded.
+VOCAB_KEY, MULTIPLE_KEY = "minimamba_vocab_size", "minimamba_pad_vocab_size_multiple"
+
 HF_NAMES = {"d_model": "hidden_size", "n_layer": "num_hidden_layers", "vocab_size": "vocab_size",
             "d_state": "state_size", "d_conv": "conv_kernel", "expand": "expand",
             "dt_rank": "time_step_rank", "dt_min": "time_step_min", "dt_max": "time_step_max",
@@ -166,6 +174,14 @@ def _fields_from_hf(raw: dict[str, Any], path: Path) -> tuple[dict[str, Any], di
         raise CheckpointError(f"{path}: hidden_act is {raw['hidden_act']!r}; Mamba uses 'silu'")
     fields = {ours: raw[theirs] for ours, theirs in HF_NAMES.items() if theirs in raw}
     fields["pad_vocab_size_multiple"] = 1  # Hugging Face stores exactly vocab_size rows
+    if VOCAB_KEY in raw:  # written by our save_pretrained: the real vocabulary inside the padded rows
+        vocab, multiple = raw[VOCAB_KEY], raw.get(MULTIPLE_KEY)
+        ok = all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (vocab, multiple))
+        if not ok or math.ceil(vocab / multiple) * multiple != raw.get("vocab_size"):
+            raise CheckpointError(f"{path}: {VOCAB_KEY}={vocab!r} padded to a multiple of {MULTIPLE_KEY}="
+                                  f"{multiple!r} must give vocab_size={raw.get('vocab_size')!r}; fix or "
+                                  f"remove those two keys")
+        fields.update(vocab_size=vocab, pad_vocab_size_multiple=multiple)
     if "intermediate_size" in raw and isinstance(raw.get("expand"), int) and isinstance(raw.get("hidden_size"), int):
         if raw["intermediate_size"] != raw["expand"] * raw["hidden_size"]:
             raise CheckpointError(f"{path}: intermediate_size={raw['intermediate_size']} but expand * hidden_size = "
@@ -186,11 +202,17 @@ def _official_config(config: MambaConfig) -> dict[str, Any]:
 
 
 def _hf_config(config: MambaConfig, dtype: torch.dtype) -> dict[str, Any]:
-    """The ``config.json`` of ``MambaForCausalLM``; ``vocab_size`` is the padded row count."""
+    """The ``config.json`` of ``MambaForCausalLM``; ``vocab_size`` is the padded row count.
+
+    When padding added rows, the real vocabulary and the multiple are kept under two extra keys
+    (``VOCAB_KEY``, ``MULTIPLE_KEY``; transformers keeps unknown keys and ignores them), so that
+    loading gives back the same ``MambaConfig`` and never samples a padded row."""
     out = {theirs: getattr(config, ours) for ours, theirs in HF_NAMES.items()}
     out.update(architectures=["MambaForCausalLM"], model_type="mamba", hidden_act="silu",
                vocab_size=config.padded_vocab_size, intermediate_size=config.d_inner,
                rescale_prenorm_residual=False, use_cache=True, dtype=str(dtype).removeprefix("torch."))
+    if config.vocab_size != config.padded_vocab_size:
+        out.update({VOCAB_KEY: config.vocab_size, MULTIPLE_KEY: config.pad_vocab_size_multiple})
     return out
 
 
@@ -235,6 +257,9 @@ def _read_sharded(folder: Path, index_name: str, reader) -> dict[str, torch.Tens
     except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AssertionError):
         raise CheckpointError(f"{index_path} is not a shard index (a JSON object with a 'weight_map'); "
                               f"download it again") from None
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()):
+        raise CheckpointError(f"{index_path}: 'weight_map' must map tensor names to shard file names "
+                              f"(strings); download it again")
     tensors: dict[str, torch.Tensor] = {}
     for shard in sorted(set(weight_map.values())):
         claimed = sorted(k for k, v in weight_map.items() if v == shard)
@@ -246,6 +271,11 @@ def _read_sharded(folder: Path, index_name: str, reader) -> dict[str, torch.Tens
         if absent:
             raise CheckpointError(f"{index_name} says {absent[0]!r} is in {shard}, but that shard does "
                                   f"not hold it; the shards and the index come from different saves")
+        stray = sorted(k for k in part if weight_map.get(k) != shard)
+        if stray:  # a stale copy must never override the tensor the index names
+            raise CheckpointError(f"{shard} holds {stray[0]!r}, which {index_name} "
+                                  f"{'puts in ' + weight_map[stray[0]] if stray[0] in weight_map else 'does not list'}; "
+                                  f"the shards and the index come from different saves")
         tensors.update(part)
     return tensors
 
@@ -333,7 +363,7 @@ def _compare_config(fields: dict[str, Any], explicit: dict[str, bool], inferred:
     if "rows" in inferred and isinstance(fields.get("vocab_size"), int):
         rows, evidence = inferred["rows"]
         vocab, multiple = fields["vocab_size"], fields.get("pad_vocab_size_multiple", 8)
-        if layout == "hf" and vocab != rows:
+        if layout == "hf" and isinstance(multiple, int) and math.ceil(vocab / multiple) * multiple != rows:
             problems.append(f"config.json says vocab_size={vocab} but {evidence}; a Hugging Face checkpoint "
                             f"stores exactly vocab_size rows (mamba-130m-hf: 50280): set \"vocab_size\": {rows}")
         elif layout == "official" and isinstance(multiple, int) and multiple > 0:
@@ -437,7 +467,9 @@ def load_pretrained(path: str | os.PathLike, device: torch.device | str | None =
             its index) or ``pytorch_model.bin``; or a Hub id like ``"state-spaces/mamba-130m"``,
             downloaded when ``huggingface_hub`` and a network are there.
         device: where the weights go (default: the CPU).
-        dtype: a floating dtype for every weight (default: the dtype stored for the embedding).
+        dtype: a floating dtype for the weights (default: the dtype stored for the embedding);
+            ``A_log`` and ``D`` stay float32 when it is bfloat16 or float16, as in
+            ``model.to(dtype)``.
 
     Returns:
         The model in ``eval()`` mode. Bias flags come from the tensors present; logits have
@@ -486,11 +518,19 @@ def load_pretrained(path: str | os.PathLike, device: torch.device | str | None =
     if problems:
         raise CheckpointError(where + ":\n  - " + "\n  - ".join(problems))
     dtype = dtype or tensors[_EMBEDDING].dtype
+
+    def target(key: str, v: torch.Tensor) -> torch.dtype:
+        """``dtype``, except that A_log and D stay float32 in a half-precision model (as
+        ``MambaMixer._apply`` keeps them; stored float32 values are not rounded)."""
+        if dtype in _HALF and _KEEP_FP32.search(key):
+            return v.dtype if v.dtype not in _HALF else torch.float32
+        return dtype
+
     moved: dict[tuple, torch.Tensor] = {}  # convert a tied (shared) tensor once
-    for v in tensors.values():
-        if _same_tensor(v) not in moved:
-            moved[_same_tensor(v)] = v.to(device=device, dtype=dtype)
-    state = {k: moved[_same_tensor(v)] for k, v in tensors.items()}
+    for k, v in tensors.items():
+        if (_same_tensor(v), target(k, v)) not in moved:
+            moved[(_same_tensor(v), target(k, v))] = v.to(device=device, dtype=target(k, v))
+    state = {k: moved[(_same_tensor(v), target(k, v))] for k, v in tensors.items()}
     with torch.device("meta"):
         model = MambaLM(config)
     model.load_state_dict(state, strict=True, assign=True)
@@ -545,7 +585,8 @@ def save_pretrained(model: MambaLM, directory: str | os.PathLike, layout: str = 
 
     Raises:
         TypeError: ``model`` is not a :class:`MambaLM`, ``tokenizer`` not a ``tokenizers.Tokenizer``.
-        ValueError: an unknown ``layout``; a target that is a file or holds other files; an
+        ValueError: an unknown ``layout``; a model whose mixers are not ``MambaMixer``; a target
+        that is a file, holds other files or a ``config.json`` of something else; an
         ``rms_norm_eps`` other than 1e-5 in the official layout (its config has no field for it).
     """
     from tokenizers import Tokenizer
@@ -556,6 +597,10 @@ def save_pretrained(model: MambaLM, directory: str | os.PathLike, layout: str = 
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     if tokenizer is not None and not isinstance(tokenizer, Tokenizer):
         raise TypeError(f"tokenizer must be a tokenizers.Tokenizer or None, got {type(tokenizer).__name__}")
+    other = [type(layer.mixer).__name__ for layer in model.backbone.layers if type(layer.mixer) is not MambaMixer]
+    if other:
+        raise ValueError(f"save_pretrained writes Mamba checkpoints; this model's mixers are {other[0]}, "
+                         f"which no Mamba loader reads (for the LTI task models use tasks.save_task_model)")
     config = model.config
     if layout == "official" and config.rms_norm_eps != 1e-5:
         raise ValueError(f"the official layout has no field for rms_norm_eps={config.rms_norm_eps} "
@@ -568,6 +613,12 @@ def save_pretrained(model: MambaLM, directory: str | os.PathLike, layout: str = 
         if foreign:
             raise ValueError(f"refusing to replace {target}: it holds files that are not a checkpoint's "
                              f"({foreign[:5]}); choose another folder or remove them")
+        if (target / CONFIG_FILE).exists():
+            try:
+                _detect_layout(_read_config(target), target / CONFIG_FILE)
+            except CheckpointError as err:
+                raise ValueError(f"refusing to replace {target}: its {CONFIG_FILE} is not a Mamba "
+                                 f"checkpoint's ({err}); choose another folder or remove it") from None
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.saving-", dir=target.parent))
     try:

@@ -174,8 +174,10 @@ class Mamba(MambaLM):
                     f"inference_params.seqlen_offset is {offset} but key_value_memory_dict[{i}] is "
                     f"{type(entry).__name__}, not a (conv_state, ssm_state) pair of tensors; run the "
                     f"prefill with seqlen_offset=0 first")
-            conv.append(entry[0].to(device=p.device, dtype=acc))  # (b, d_inner, d_conv)
-            ssm.append(entry[1].to(device=p.device, dtype=acc))  # (b, d_inner, d_state)
+            # copies: the step may save its input state for backward, and _write_store later
+            # overwrites the caller's tensors in place
+            conv.append(entry[0].to(device=p.device, dtype=acc, copy=True))  # (b, d_inner, d_conv)
+            ssm.append(entry[1].to(device=p.device, dtype=acc, copy=True))  # (b, d_inner, d_state)
         cfg = self.config
         for i in range(cfg.n_layer):
             want = ((b, cfg.d_inner, cfg.d_conv), (b, cfg.d_inner, cfg.d_state))

@@ -121,6 +121,8 @@ def contiguous_windows(data: torch.Tensor, seqlen: int, max_windows: int | None 
     The deterministic evaluation set: every position of the covered part is predicted once.
     ``max_windows`` keeps only the first ones (a slice of the split).
     """
+    if isinstance(seqlen, bool) or not isinstance(seqlen, int) or seqlen < 1:
+        raise ValueError(f"seqlen must be a positive int, got {seqlen!r}")
     n = (len(data) - 1) // seqlen
     if max_windows is not None:
         n = min(n, max_windows)

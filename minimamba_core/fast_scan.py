@@ -173,6 +173,9 @@ class ChunkedScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, delta, A, B, C, h0, schedule):
         T, L = (_CHUNK_COMPILED if scan_compile_enabled() else _CHUNK)[schedule], x.shape[1]
+        # A = -inf (exp(A_log) overflowed) would make the padding steps' delta*A = 0*(-inf) = NaN;
+        # the most negative finite value decays the same (exp(delta A) = 0 for delta > 0)
+        A = A.clamp(min=torch.finfo(A.dtype).min)
         padded = [_pad_time(t, -L % T) for t in (x, delta, B, C)]
         y, entering, h_last = _SCHEDULE_FNS[schedule][0](*padded[:2], A, *padded[2:], h0, T)
         ctx.save_for_backward(*padded, A, entering)

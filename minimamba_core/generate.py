@@ -8,6 +8,7 @@ Hugging Face applies it). Official counterpart: ``decode`` in ``mamba_ssm/utils/
 
 from __future__ import annotations
 
+import numbers
 from typing import Callable
 
 import torch
@@ -65,11 +66,16 @@ def sample_next_token(logits: torch.Tensor, vocab_size: int, temperature: float 
     Raises:
         TypeError: non-float ``logits``, non-integer ``previous_ids``.
         ValueError: a control outside its range (see :func:`generate`), ``logits`` not
-            ``(b, V_padded >= vocab_size)``, ``previous_ids`` for another batch size or out of range.
+            ``(b, V_padded >= vocab_size)`` or not finite, ``previous_ids`` for another batch size
+            or out of range.
     """
     _check_logits(logits, vocab_size, previous_ids)
     _check_sampling(temperature, top_k, top_p, min_p, repetition_penalty)
     logits = logits[:, :vocab_size].float()  # (b, V), padded rows removed
+    if not bool(torch.isfinite(logits).all()):  # argmax would silently pick token 0, multinomial crash
+        rows = torch.nonzero(~torch.isfinite(logits).all(dim=-1)).flatten().tolist()
+        raise ValueError(f"logits hold NaN or inf in rows {rows[:5]}: the model's output is not "
+                         f"finite (check its weights and dtype)")
     if repetition_penalty != 1.0 and previous_ids is not None and previous_ids.numel() > 0:
         previous_ids = previous_ids.long()  # gather and scatter index with int64
         seen = logits.gather(1, previous_ids)  # (b, t)
@@ -109,7 +115,7 @@ def generate(model: MambaLM, input_ids: torch.Tensor, max_new_tokens: int, tempe
         max_new_tokens: number of tokens to add, ``>= 0``.
         temperature: ``0`` for greedy decoding, else the softmax temperature.
         top_k, top_p, min_p, repetition_penalty: see :func:`sample_next_token`.
-        eos_token_id: when a row emits it, that row keeps emitting it while others go on;
+        eos_token_id: an int (Python or numpy); when a row emits it, that row keeps emitting it while others go on;
             generation stops early once every row has emitted it.
         generator: a ``torch.Generator`` on the model's device, for reproducible sampling.
         streamer: called with each step's new ids ``(b,)`` as soon as they exist.
@@ -133,12 +139,14 @@ def generate(model: MambaLM, input_ids: torch.Tensor, max_new_tokens: int, tempe
     if not isinstance(model, MambaLM):
         raise TypeError(f"model must be a MambaLM, got {type(model).__name__}")
     model._check_input_ids(input_ids)
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
     _check_sampling(temperature, top_k, top_p, min_p, repetition_penalty)
     vocab_size = model.config.vocab_size
-    if eos_token_id is not None and not (isinstance(eos_token_id, int) and 0 <= eos_token_id < vocab_size):
+    if eos_token_id is not None and (isinstance(eos_token_id, bool) or not isinstance(eos_token_id, numbers.Integral)
+                                     or not 0 <= eos_token_id < vocab_size):
         raise ValueError(f"eos_token_id must be None or an int in [0, {vocab_size}), got {eos_token_id!r}")
+    eos_token_id, max_new_tokens = (None if eos_token_id is None else int(eos_token_id)), int(max_new_tokens)
     seen_ids = None  # what the repetition penalty sees: ids with padding replaced
     if attention_mask is not None:
         keep = model._check_attention_mask(attention_mask, input_ids)  # (b, l) bool
@@ -148,7 +156,7 @@ def generate(model: MambaLM, input_ids: torch.Tensor, max_new_tokens: int, tempe
         first = input_ids.gather(1, keep.int().argmax(dim=1, keepdim=True))  # (b, 1) first real id
         seen_ids = torch.where(keep, input_ids, first)  # (b, l); a repeated id is penalized once
     if max_new_tokens == 0:
-        return input_ids
+        return input_ids.long().clone()  # new long ids, as for max_new_tokens > 0
     cache = model.empty_cache(input_ids.shape[0])
     logits = model(input_ids, cache=cache, num_last_tokens=1,
                    attention_mask=attention_mask)[:, -1]  # (b, V_padded), the prefill
@@ -173,7 +181,7 @@ def generate(model: MambaLM, input_ids: torch.Tensor, max_new_tokens: int, tempe
 
 
 # ---------------------------------------------------------------------------------------------
-# Command line: python -m minimamba_core.generate --checkpoint DIR --prompt TEXT [...]
+# Command line: python -m minimamba_core --checkpoint DIR --prompt TEXT [...] (see __main__.py)
 # ---------------------------------------------------------------------------------------------
 
 class _TextStreamer:
@@ -214,7 +222,7 @@ class _TextStreamer:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m minimamba_core.generate``: load a checkpoint and stream a continuation.
+    """``python -m minimamba_core`` (or ``minimamba-generate``): load a checkpoint and stream a continuation.
 
     ``--checkpoint`` is a folder in the official or Hugging Face layout (or a Hub id); the text
     is tokenized with its ``tokenizer.json`` (or ``--tokenizer``). ``--temperature 0`` decodes
@@ -227,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
     from .devices import pick_device
     from .tokenizer import load_tokenizer
 
-    parser = argparse.ArgumentParser(prog="python -m minimamba_core.generate",
+    parser = argparse.ArgumentParser(prog="python -m minimamba_core",
                                      description="Continue a prompt with a Mamba checkpoint, streaming the text.")
     parser.add_argument("--checkpoint", required=True,
                         help="checkpoint folder (official or Hugging Face layout) or a Hub id")
@@ -249,6 +257,10 @@ def main(argv: list[str] | None = None) -> None:
         if args.max_new_tokens < 0:
             raise ValueError(f"--max-new-tokens must be >= 0, got {args.max_new_tokens}")
         device = torch.device(args.device) if args.device else pick_device()
+        try:
+            torch.empty(0, device=device)  # an unavailable device fails here, not mid-load
+        except (RuntimeError, AssertionError) as err:
+            raise ValueError(f"--device {device} is not available here ({err}); try --device cpu") from None
     except (ValueError, RuntimeError) as err:
         parser.error(str(err))
     try:

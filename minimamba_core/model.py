@@ -77,8 +77,9 @@ class MambaLM(nn.Module):
     def _check_input_ids(self, input_ids: torch.Tensor, name: str = "input_ids") -> None:
         if not isinstance(input_ids, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor of token ids, got {type(input_ids).__name__}")
-        if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
-            raise TypeError(f"{name} must hold integer token ids (torch.long), got dtype {input_ids.dtype}")
+        if input_ids.dtype not in (torch.int64, torch.int32):  # what nn.Embedding indexes with
+            raise TypeError(f"{name} must hold integer token ids as torch.long (or torch.int32), got dtype "
+                            f"{input_ids.dtype}; convert with input_ids.long()")
         if input_ids.dim() != 2:
             raise ValueError(f"{name} must have shape (batch, seqlen), got {tuple(input_ids.shape)}; "
                              f"use input_ids[None] for a single sequence")
@@ -119,7 +120,7 @@ class MambaLM(nn.Module):
         if cache is not None:
             if not isinstance(cache, InferenceCache):
                 raise TypeError(f"cache must be an InferenceCache or None, got {type(cache).__name__}")
-            cache.check(self.config, input_ids.shape[0])
+            cache.check(self.config, input_ids.shape[0], self.backbone.embedding.weight.device)
         if attention_mask is not None:
             attention_mask = self._check_attention_mask(attention_mask, input_ids)  # (b, l) bool
         residual = self._embed(input_ids)  # (b, l, d_model)
@@ -172,7 +173,7 @@ class MambaLM(nn.Module):
             raise ValueError(f"step takes one token per row, shape (b, 1); got {tuple(input_ids_t.shape)}")
         if not isinstance(cache, InferenceCache):
             raise TypeError("step needs an InferenceCache (run a prefill with forward(..., cache=cache) first)")
-        cache.check(self.config, input_ids_t.shape[0])
+        cache.check(self.config, input_ids_t.shape[0], self.backbone.embedding.weight.device)
         residual = self._embed(input_ids_t)  # (b, 1, d_model)
         for layer in self.backbone.layers:
             residual = layer.step(residual, cache)

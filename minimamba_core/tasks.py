@@ -194,7 +194,7 @@ def save_task_model(model: MambaLM, directory: str | Path, info: dict | None = N
     directory.mkdir(parents=True, exist_ok=True)
     meta = {"config": model.config.to_dict(), "selective": is_selective(model), "info": info or {}}
     (directory / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
-    save_model(model.cpu(), str(directory / "model.safetensors"))
+    save_model(model, str(directory / "model.safetensors"))  # copies to the CPU; the model stays put
     return directory
 
 

@@ -39,13 +39,22 @@ def lm_loss(logits: torch.Tensor, targets: torch.Tensor, vocab_size: int | None 
     targets equal to ``IGNORE_INDEX`` are skipped. ``reduction`` as in ``F.cross_entropy``.
 
     Raises:
-        ValueError: shapes that do not match.
+        ValueError: shapes that do not match; a target outside ``[0, vocab_size)`` that is not
+            ``IGNORE_INDEX`` (``vocab_size`` defaults to the logits' last dimension).
+        TypeError: targets that are not integers.
     """
     if logits.shape[:-1] != targets.shape:
         raise ValueError(f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)} "
                          f"must agree in (batch, seqlen)")
+    if targets.dtype.is_floating_point or targets.dtype.is_complex or targets.dtype == torch.bool:
+        raise TypeError(f"targets must be integer token ids (torch.long), got {targets.dtype}")
     if vocab_size is not None:
         logits = logits[..., :vocab_size]
+    V = logits.shape[-1]
+    bad = (targets != IGNORE_INDEX) & ((targets < 0) | (targets >= V))  # checked here: on CUDA a bad
+    if bool(bad.any()):                                                  # target is a device-side assert
+        raise ValueError(f"targets must be token ids in [0, {V}) or IGNORE_INDEX={IGNORE_INDEX}; found "
+                         f"{sorted(set(targets[bad].tolist()))[:5]}")
     return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(),
                            ignore_index=IGNORE_INDEX, reduction=reduction)
 
@@ -67,6 +76,9 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     """
     if x.shape != y.shape or x.dim() != 2:
         raise ValueError(f"x and y must both be (n, l), got {tuple(x.shape)} and {tuple(y.shape)}")
+    for name, value in (("batch_size", batch_size), ("chunk_len", chunk_len)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
     was_training = model.training
     model.eval()
     device = _model_device(model)
@@ -175,14 +187,18 @@ def train(model: nn.Module, batch_fn: Callable[[int], tuple[torch.Tensor, torch.
         x, y = batch_fn(step)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         loss = lm_loss(model(x), y, vocab)
+        value = loss.item()  # syncs the device once per step; checked before any weight changes
+        if not math.isfinite(value):
+            if not bool((y != IGNORE_INDEX).any()):
+                raise ValueError(f"the batch of step {step} has no scored targets (every target is "
+                                 f"IGNORE_INDEX={IGNORE_INDEX}): check batch_fn")
+            raise ValueError(f"training loss became {value} at step {step} (the weights are those "
+                             f"before this step): lower lr={lr} or check the data")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip:
             nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         opt.step()
-        value = loss.item()  # syncs the device once per step
-        if not math.isfinite(value):
-            raise ValueError(f"training loss became {value} at step {step}; lower lr={lr}")
         hist.steps.append(step)
         hist.train_loss.append(value)
         last = step == steps - 1

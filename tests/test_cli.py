@@ -1,4 +1,4 @@
-"""The command line ``python -m minimamba_core.generate`` (the ``main`` at the end of generate.py).
+"""The command line ``python -m minimamba_core`` (the ``main`` at the end of generate.py).
 
 End to end: transformers writes a checkpoint, ``tokenizers`` builds its character-level
 tokenizer, the CLI runs as a subprocess and must print exactly the prompt followed by the
@@ -65,11 +65,12 @@ def test_cli_end_to_end_matches_transformers(hf_checkpoint):
     assert expected.startswith(PROMPT) and len(expected) == len(PROMPT) + N_NEW
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "minimamba_core.generate", "--checkpoint", str(folder), "--prompt", PROMPT,
+        [sys.executable, "-m", "minimamba_core", "--checkpoint", str(folder), "--prompt", PROMPT,
          "--max-new-tokens", str(N_NEW), "--temperature", "0", "--device", "cpu"],
         capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout == expected + "\n"
+    assert "Warning" not in result.stderr, result.stderr   # e.g. runpy's "found in sys.modules"
 
 
 def test_cli_sampling_is_seeded(hf_checkpoint, capsys):
