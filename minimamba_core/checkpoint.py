@@ -560,6 +560,15 @@ def _write_json(data: dict[str, Any], path: Path) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
+def _readable_by_umask(folder: Path) -> None:
+    """Give the folder and its files the modes a plain mkdir/open would (mkdtemp makes 0700)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for f in folder.iterdir():
+        f.chmod(0o666 & ~umask)
+
+
 def _fsync_folder(folder: Path) -> None:
     for p in folder.iterdir():
         with open(p, "rb") as f:
@@ -634,6 +643,7 @@ def save_pretrained(model: MambaLM, directory: str | os.PathLike, layout: str = 
             _write_json(_official_config(config), tmp / CONFIG_FILE)
         if tokenizer is not None:
             tokenizer.save(str(tmp / TOKENIZER_FILE))
+        _readable_by_umask(tmp)
         _fsync_folder(tmp)
         if target.exists():  # swap: old -> backup, new -> target, drop backup
             backup = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))

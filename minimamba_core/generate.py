@@ -245,10 +245,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--top-k", type=int, default=0, help="keep the k likeliest tokens (0: off)")
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1.0: off)")
     parser.add_argument("--min-p", type=float, default=0.0, help="min-p filter (0: off)")
-    parser.add_argument("--repetition-penalty", type=float, default=1.0, help="(1.0: off)")
+    parser.add_argument("--repetition-penalty", type=float, default=1.0,
+                        help="divide (multiply) the logits of tokens already seen by this (1.0: off)")
     parser.add_argument("--seed", type=int, default=None, help="seed of the sampler")
     parser.add_argument("--device", default=None, help="cpu, cuda, mps, ... (default: the fastest found)")
-    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
+                        help="the weights' dtype (default float32)")
     parser.add_argument("--tokenizer", default=None,
                         help="tokenizer.json, or a folder holding it (default: the checkpoint's)")
     args = parser.parse_args(argv)
@@ -279,11 +281,17 @@ def main(argv: list[str] | None = None) -> None:
         parser.exit(2, f"error: the tokenizer gives id {max(prompt_ids)} but the model has only "
                        f"{model.config.vocab_size} tokens; pass the checkpoint's own tokenizer\n")
     generator = torch.Generator(device=device).manual_seed(args.seed) if args.seed is not None else None
-    streamer = _TextStreamer(tokenizer, prompt_ids, sys.stdout)
-    generate(model, torch.tensor([prompt_ids], device=device), args.max_new_tokens,
-             temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
-             repetition_penalty=args.repetition_penalty, generator=generator, streamer=streamer)
-    streamer.end()
+    try:
+        streamer = _TextStreamer(tokenizer, prompt_ids, sys.stdout)
+        generate(model, torch.tensor([prompt_ids], device=device), args.max_new_tokens,
+                 temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+                 repetition_penalty=args.repetition_penalty, generator=generator, streamer=streamer)
+        streamer.end()
+    except BrokenPipeError:  # the reader left (e.g. piped into head): stop quietly
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        sys.exit(0)
 
 
 if __name__ == "__main__":

@@ -228,3 +228,28 @@ def test_cli_names_an_unavailable_device(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "--device cuda is not available here" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_cli_piped_into_a_closed_reader_exits_quietly(tmp_path):
+    tok = mm.build_char_tokenizer("hello world\n")
+    folder = mm.save_pretrained(_tiny(vocab_size=tok.get_vocab_size()), tmp_path / "ck", tokenizer=tok)
+    cli = subprocess.Popen([sys.executable, "-m", "minimamba_core", "--checkpoint", str(folder), "--prompt",
+                            "hello", "--max-new-tokens", "3000", "--device", "cpu", "--seed", "0"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    cli.stdout.read(1)
+    cli.stdout.close()  # what `| head -c 1` does
+    _, err = cli.communicate(timeout=120)
+    assert cli.returncode == 0 and b"Traceback" not in err, err.decode()
+
+
+def test_saved_checkpoints_are_readable_by_others_as_the_umask_allows(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        folder = mm.save_pretrained(_tiny(), tmp_path / "ck", tokenizer=mm.build_char_tokenizer("hello\n"))
+    finally:
+        os.umask(old)
+    assert folder.stat().st_mode & 0o777 == 0o755  # mkdtemp alone gave 0700, safetensors 0600
+    assert {f.name: f.stat().st_mode & 0o777 for f in folder.iterdir()} == {
+        "config.json": 0o644, "model.safetensors": 0o644, "tokenizer.json": 0o644}
