@@ -21,12 +21,7 @@ from minimamba_core import tasks
 from minimamba_core import train as tr
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _tiny(vocab_size=9, seed=0, **kw):
