@@ -59,7 +59,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .config import MambaConfig
-from .mixer import MambaMixer
+from .mixer import _HALF, MambaMixer
 from .model import MambaLM
 
 LAYOUTS = ("hf", "official")
@@ -78,13 +78,18 @@ _CHECKPOINT_FILE = re.compile(r"(config|generation_config|tokenizer|tokenizer_co
                               r"|model(-\d+-of-\d+)?\.safetensors(\.index\.json)?"
                               r"|pytorch_model(-\d+-of-\d+)?\.bin(\.index\.json)?")
 
-# Our field -> its name in each layout's config.json (official: dotted inside ssm_cfg).
-_HALF = (torch.float16, torch.bfloat16)
 _KEEP_FP32 = re.compile(r"\.mixer\.(A_log|D)$")  # parameters a half-precision model keeps in float32
 
 # Extra keys of a Hugging Face config.json written by save_pretrained when the rows are padded.
 VOCAB_KEY, MULTIPLE_KEY = "minimamba_vocab_size", "minimamba_pad_vocab_size_multiple"
 
+
+def _padded(vocab: int, multiple: int) -> int:
+    """Embedding rows for ``vocab`` tokens padded to a multiple (as ``MambaConfig.padded_vocab_size``)."""
+    return math.ceil(vocab / multiple) * multiple
+
+
+# Our field -> its name in each layout's config.json (official: dotted inside ssm_cfg).
 HF_NAMES = {"d_model": "hidden_size", "n_layer": "num_hidden_layers", "vocab_size": "vocab_size",
             "d_state": "state_size", "d_conv": "conv_kernel", "expand": "expand",
             "dt_rank": "time_step_rank", "dt_min": "time_step_min", "dt_max": "time_step_max",
@@ -177,7 +182,7 @@ def _fields_from_hf(raw: dict[str, Any], path: Path) -> tuple[dict[str, Any], di
     if VOCAB_KEY in raw:  # written by our save_pretrained: the real vocabulary inside the padded rows
         vocab, multiple = raw[VOCAB_KEY], raw.get(MULTIPLE_KEY)
         ok = all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (vocab, multiple))
-        if not ok or math.ceil(vocab / multiple) * multiple != raw.get("vocab_size"):
+        if not ok or _padded(vocab, multiple) != raw.get("vocab_size"):
             raise CheckpointError(f"{path}: {VOCAB_KEY}={vocab!r} padded to a multiple of {MULTIPLE_KEY}="
                                   f"{multiple!r} must give vocab_size={raw.get('vocab_size')!r}; fix or "
                                   f"remove those two keys")
@@ -363,11 +368,11 @@ def _compare_config(fields: dict[str, Any], explicit: dict[str, bool], inferred:
     if "rows" in inferred and isinstance(fields.get("vocab_size"), int):
         rows, evidence = inferred["rows"]
         vocab, multiple = fields["vocab_size"], fields.get("pad_vocab_size_multiple", 8)
-        if layout == "hf" and isinstance(multiple, int) and math.ceil(vocab / multiple) * multiple != rows:
+        if layout == "hf" and isinstance(multiple, int) and _padded(vocab, multiple) != rows:
             problems.append(f"config.json says vocab_size={vocab} but {evidence}; a Hugging Face checkpoint "
                             f"stores exactly vocab_size rows (mamba-130m-hf: 50280): set \"vocab_size\": {rows}")
         elif layout == "official" and isinstance(multiple, int) and multiple > 0:
-            padded = math.ceil(vocab / multiple) * multiple
+            padded = _padded(vocab, multiple)
             if padded != rows:
                 fix = (f"set \"pad_vocab_size_multiple\": 1 (the rows are not padded)" if rows >= vocab
                        else f"set \"vocab_size\": {rows}")
@@ -527,10 +532,12 @@ def load_pretrained(path: str | os.PathLike, device: torch.device | str | None =
         return dtype
 
     moved: dict[tuple, torch.Tensor] = {}  # convert a tied (shared) tensor once
+    state = {}
     for k, v in tensors.items():
-        if (_same_tensor(v), target(k, v)) not in moved:
-            moved[(_same_tensor(v), target(k, v))] = v.to(device=device, dtype=target(k, v))
-    state = {k: moved[(_same_tensor(v), target(k, v))] for k, v in tensors.items()}
+        key = (_same_tensor(v), target(k, v))
+        if key not in moved:
+            moved[key] = v.to(device=device, dtype=key[1])
+        state[k] = moved[key]
     with torch.device("meta"):
         model = MambaLM(config)
     model.load_state_dict(state, strict=True, assign=True)

@@ -37,7 +37,6 @@ _CHUNK_COMPILED = {"sequential": 32, "parallel": 32}  # compiled: the loop is un
 _BLOCK_ELEMENTS = 2 ** 27  # largest (m, T, d_block, n) temporary of the parallel schedule (512 MiB fp32)
 SCHEDULES = ("sequential", "parallel")
 SCHEDULE: str | None = None  # force one schedule everywhere (benchmarks); None: _default_schedule
-_SEQUENTIAL_MIN_CHANNELS = 1024  # b * d_inner * d_state from which a CPU runs chunks one by one
 
 def _pad_time(t: torch.Tensor, pad: int) -> torch.Tensor:
     """Append ``pad`` zero steps along dim 1 (``delta = 0`` makes them identity steps)."""

@@ -72,8 +72,9 @@ def sample_next_token(logits: torch.Tensor, vocab_size: int, temperature: float 
     _check_logits(logits, vocab_size, previous_ids)
     _check_sampling(temperature, top_k, top_p, min_p, repetition_penalty)
     logits = logits[:, :vocab_size].float()  # (b, V), padded rows removed
-    if not bool(torch.isfinite(logits).all()):  # argmax would silently pick token 0, multinomial crash
-        rows = torch.nonzero(~torch.isfinite(logits).all(dim=-1)).flatten().tolist()
+    finite = torch.isfinite(logits).all(dim=-1)  # (b,)
+    if not bool(finite.all()):  # argmax would silently pick token 0, multinomial crash
+        rows = torch.nonzero(~finite).flatten().tolist()
         raise ValueError(f"logits hold NaN or inf in rows {rows[:5]}: the model's output is not "
                          f"finite (check its weights and dtype)")
     if repetition_penalty != 1.0 and previous_ids is not None and previous_ids.numel() > 0:
