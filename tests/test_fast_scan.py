@@ -78,15 +78,17 @@ def test_float32_and_device(schedule, device):
 def test_d_inner_blocks_give_the_same_numbers(monkeypatch):
     inp = _inputs(2, 50, 12, 3)
     whole = _outputs_and_grads(_fast("parallel"), inp)
-    monkeypatch.setattr(fast_scan, "_BLOCK_ELEMENTS", 2 * 64 * 3 * 4)  # 4 channels per block
-    assert len(fast_scan._d_blocks(2, 64, 12, 3)) == 3
+    for name in ("_BLOCK_ELEMENTS", "_CPU_BLOCK_ELEMENTS"):
+        monkeypatch.setattr(fast_scan, name, 2 * 64 * 3 * 4)  # 4 channels per block at l = 64
+    monkeypatch.setattr(fast_scan, "_CPU_MIN_CHANNELS", 1)
+    assert len(fast_scan._d_blocks(torch.zeros(2, 64, 12), 3)) == 3
     _assert_matches(_outputs_and_grads(_fast("parallel"), inp), [t.double() for t in whole],
                     torch.float64)
 
 
 def test_only_chunk_entry_states_are_saved():
     # Autograd keeps the inputs and (b, l/T, d, n); the blocked scan kept (b, l, d, n) many times.
-    b, l, d, n, T = 1, 512, 16, 16, fast_scan._CHUNK["sequential"]
+    b, l, d, n, T = 1, 512, 16, 16, fast_scan._CHUNK["parallel"]  # the default schedule
     inp = {k: v.detach().float().requires_grad_() for k, v in _inputs(b, l, d, n).items()}
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
@@ -175,3 +177,12 @@ def test_compiled_scan_matches_float64_loop(monkeypatch, compile_off):
     if fast_scan.scan_compile_failures():
         pytest.skip(f"compiler unavailable here: {fast_scan.scan_compile_failures()}")
     _assert_matches(got, _reference(inp), torch.float64)
+
+
+def test_cpu_blocks_fit_the_cache_budget_with_a_minimum_width():
+    # b=1, N=16, d_inner=768: 2**21 elements give 128 channels at l=1024 and 8 at l=16384,
+    # which the minimum width raises to 16 (fast_scan's CPU constants)
+    assert len(fast_scan._d_blocks(torch.zeros(1, 1024, 768), 16)) == 768 // 128
+    assert len(fast_scan._d_blocks(torch.zeros(1, 16384, 768), 16)) == 768 // 16
+    # elsewhere (a GPU; "meta" stands in) 2**27 elements: 512 channels, the largest divisor 384
+    assert len(fast_scan._d_blocks(torch.zeros(1, 16384, 768, device="meta"), 16)) == 768 // 384
