@@ -26,16 +26,23 @@ def set_scan_compile(enabled: bool = True) -> bool:
 
     Compiling is opt-in (first calls take seconds to minutes). Where ``torch.compile`` is missing,
     this warns and returns ``False``; a compile that fails at the first call warns and falls back
-    to the eager functions for the rest of the session. Also read from ``MINIMAMBA_COMPILE=1``.
+    to the eager functions until the switch is turned on again. Also read from
+    ``MINIMAMBA_COMPILE=1``.
     """
     if enabled and not callable(getattr(torch, "compile", None)):
         warnings.warn("torch.compile is not available in this PyTorch; the scan stays eager",
                       RuntimeWarning, stacklevel=2)
         enabled = False
-    if bool(enabled) != _compile["on"]:
-        _compile["on"] = bool(enabled)
-        _compile["fns"].clear()
+    if enabled and not _compile["on"]:
+        # Compiled functions are kept across switching off and on (each holds its compiled
+        # graphs); those that failed, or came from another ``torch.compile``, are made anew.
+        if _compile.get("compiler") is not torch.compile:
+            _compile["fns"].clear()
+        for name in _compile["failed"]:
+            _compile["fns"].pop(name, None)
         _compile["failed"].clear()
+        _compile["compiler"] = torch.compile
+    _compile["on"] = bool(enabled)
     return _compile["on"]
 
 

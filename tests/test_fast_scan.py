@@ -9,7 +9,7 @@ import torch
 
 import minimamba_core as mm
 from minimamba_core import chunk_scan as cs
-from minimamba_core import fast_scan
+from minimamba_core import fast_scan, scan_compile
 
 # Max abs error against the float64 loop, inputs O(1): float64 agrees to rounding (seen <= 2e-13
 # at l = 1000); float32 as tests/test_scan.py.
@@ -186,3 +186,38 @@ def test_cpu_blocks_fit_the_cache_budget_with_a_minimum_width():
     assert len(fast_scan._d_blocks(torch.zeros(1, 16384, 768), 16)) == 768 // 16
     # elsewhere (a GPU; "meta" stands in) 2**27 elements: 512 channels, the largest divisor 384
     assert len(fast_scan._d_blocks(torch.zeros(1, 16384, 768, device="meta"), 16)) == 768 // 384
+
+
+@pytest.mark.parametrize("name", ["chunk_forward_functional", "chunk_backward_functional",
+                                  "chunk_summary_forward", "chunk_summary_backward",
+                                  "group_summary", "group_states"])
+def test_compiled_chunk_functions_trace_without_graph_breaks(name):
+    # A graph break makes dynamo run the whole function eager, silently: torch 2.11 could not
+    # trace `lams[t] = lam`, and the "compiled" backward ran eager on the GPU (issue 7's report).
+    g = torch.Generator().manual_seed(0)
+    m, T, d, n = 2, 4, 3, 5
+    r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
+    h, lam, delta, x, A = r(m, d, n), r(m, d, n), torch.rand(m, T, d, generator=g), r(m, T, d), -torch.rand(d, n)
+    B, C, gy, e = r(m, T, n), r(m, T, n), r(m, T, d), r(m, T, d, n)
+    args = {"chunk_forward_functional": (h, delta, x, A, B, C),
+            "chunk_backward_functional": (h, lam, delta, x, A, B, C, gy),
+            "chunk_summary_forward": (delta, x, A, B), "chunk_summary_backward": (delta, A, C, gy),
+            "group_summary": (delta, e, A), "group_states": (h, delta, e, A)}[name]
+    explained = torch._dynamo.explain(getattr(cs, name))(*args)
+    assert explained.graph_break_count == 0, explained.break_reasons
+    assert explained.graph_count == 1
+
+
+def test_switching_off_and_on_keeps_the_compiled_functions(compile_off):
+    # Recompiling at every switch cost the benchmarks minutes per row; a failed one is made anew.
+    if not fast_scan.set_scan_compile(True):
+        pytest.skip("torch.compile unavailable")
+    first = scan_compile.chunk_fn("chunk_forward")
+    fast_scan.set_scan_compile(False)
+    assert scan_compile.chunk_fn("chunk_forward") is cs.chunk_forward  # eager when off
+    fast_scan.set_scan_compile(True)
+    assert scan_compile.chunk_fn("chunk_forward") is first
+    scan_compile._compile["failed"].add("chunk_forward")  # as after a failed compile
+    fast_scan.set_scan_compile(False)
+    fast_scan.set_scan_compile(True)
+    assert scan_compile.chunk_fn("chunk_forward") is not first
