@@ -149,3 +149,30 @@ METHODS = {
     "transformers_loop": (lambda: transformers_loop, "transformers", True),
     "mamba_ssm_cuda": (lambda: mamba_ssm_kernel, "mamba_ssm", True),
 }
+
+
+def chunk_backward_stacked(h_in, lam_in, delta, x, A, B, C, gy):
+    """The compiled chunk backward before device run 4 (``chunk_scan.py`` at commit bfb0fe2, with
+    the states appended rather than indexed): all ``T`` states and adjoints stacked into
+    ``(m, T, d, n)`` tensors, then reduced. ``bench_backward.py`` times it against the package's
+    ``chunk_backward_functional``, which reduces inside the reverse loop."""
+    T = delta.shape[1]
+    A_bar = [torch.exp(delta[:, t, :, None] * A) for t in range(T)]  # T x (m, d, n)
+    hs, h = [h_in], h_in
+    for t in range(T):
+        h = A_bar[t] * h + (delta[:, t] * x[:, t])[:, :, None] * B[:, t, None, :]
+        hs.append(h)
+    lams, lam = [], lam_in
+    for t in range(T - 1, -1, -1):
+        lam = gy[:, t, :, None] * C[:, t, None, :] + (lam if t == T - 1 else A_bar[t + 1] * lam)
+        lams.append(lam)
+    lams = lams[::-1]
+    h_prev = torch.stack(hs[:-1], dim=1)  # (m, T, d, n)
+    lam = torch.stack(lams, dim=1)  # (m, T, d, n)
+    g = lam * torch.stack(A_bar, dim=1) * h_prev  # (m, T, d, n)
+    q = (lam * B[:, :, None, :]).sum(-1)  # (m, T, d)
+    dC = torch.einsum("mtdn,mtd->mtn", torch.stack(hs[1:], dim=1), gy)
+    dB = torch.einsum("mtdn,mtd->mtn", lam, delta * x)
+    ddelta = x * q + (g * A).sum(-1)
+    dA = torch.einsum("mtdn,mtd->dn", g, delta)
+    return ddelta, delta * q, dB, dC, dA, A_bar[0] * lams[0]

@@ -25,7 +25,7 @@ from . import approaches, common
 
 SHAPES = {"cpu": dict(b=1, d=768, n=16), "cuda": dict(b=4, d=1536, n=16)}
 DEFAULT_METHODS = {
-    "cpu": ["ours_eager", "ours_eager_parallel_schedule", "ours_compiled", "ours_loop_reference",
+    "cpu": ["ours_eager", "ours_eager_sequential_schedule", "ours_compiled", "ours_loop_reference",
             "blocked_autograd_before", "mambapy_pscan", "transformers_loop"],
     "cuda": ["ours_eager", "ours_compiled", "assoc_scan_compiled", "mambapy_pscan",
              "transformers_loop", "ours_loop_reference", "mamba_ssm_cuda"],
@@ -136,7 +136,10 @@ def main(argv=None):
                     print(f"{kind} L={l:6d} {dtype_name:8s} {mode:7s} {name:32s} {shown}", flush=True)
                     del inp
     payload = dict(machine=common.machine_info(device), shape=shape, rows=rows,
-                   chunk=dict(fast_scan._CHUNK), block_elements=fast_scan._BLOCK_ELEMENTS)
+                   chunk=dict(fast_scan._CHUNK), chunk_compiled=dict(fast_scan._CHUNK_COMPILED),
+                   block_elements=(fast_scan._CPU_BLOCK_ELEMENTS if kind == "cpu"
+                                   else fast_scan._BLOCK_ELEMENTS),
+                   min_block_channels=fast_scan._CPU_MIN_CHANNELS if kind == "cpu" else 1)
     common.write_results(out, f"scan-{kind}", payload)
     print(f"wrote {out}")
     return payload

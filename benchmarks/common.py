@@ -70,6 +70,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+WARMUP_S = 0.5  # seconds of warm-up calls after the first (compiling) call, at least
 CLOCK = {"name": "wall"}  # "process": CPU time of this process, for a CPU shared with other jobs
 
 
@@ -81,15 +82,25 @@ def measure(fn, device: torch.device, warmup: int = 2, repeats: int = 5,
     all this process's threads) instead of the wall clock: on a machine shared with other jobs
     the wall clock measures the scheduler; with one thread, CPU time measures the code.
 
-    Stops repeating once ``budget_s`` of timed calls have passed (at least one). Returns
+    Warm-up: the first call (its time, compilation included, is ``warmup_s``), then calls until
+    ``warmup`` calls and ``WARMUP_S`` seconds have passed, or 50 calls. Stops repeating once ``budget_s`` of
+    timed calls have passed (at least one). Returns
     ``{"ms": median, "ms_all": [...], "peak_mb": ...}`` or ``{"status": "oom" | "error: ..."}``.
     """
     try:
         first = time.perf_counter()
-        for _ in range(max(1, warmup)):
-            fn()
+        fn()
         _sync(device)
-        first_call_s = time.perf_counter() - first
+        first_call_s = time.perf_counter() - first  # compilation included, where there is one
+        # Warm up for at least ``warmup`` calls and WARMUP_S seconds: on a CPU the first calls
+        # of a new size also pay the allocator's page faults (tens of calls at small sizes).
+        calls = 1
+        warmup_s = 0.0 if quick() else WARMUP_S
+        while calls < warmup or (time.perf_counter() - first - first_call_s < warmup_s
+                                 and calls < 50):
+            fn()
+            _sync(device)
+            calls += 1
         times = []
         spent = 0.0
         for _ in range(repeats):

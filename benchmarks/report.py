@@ -52,6 +52,18 @@ def model_table(results: dict, section: str) -> str:
     return "\n".join(lines)
 
 
+def backward_table(results: dict, section: str) -> str:
+    """Markdown table of a ``backward-*`` section (``bench_backward.py``): one row per variant."""
+    lines = ["| variant | l | chunk | fwd+bwd ms | peak MB | fwd ms | compile s | max rel. grad error |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in results[section]["rows"]:
+        fb, fw = r.get("fwd+bwd", {}), r.get("fwd", {})
+        lines.append(f"| {r['variant']} | {r['L']} | {r['chunk']} | {fb.get('ms', float('nan')):.1f} | "
+                     f"{fb.get('peak_mb', float('nan')):.0f} | {fw.get('ms', float('nan')):.2f} | "
+                     f"{r.get('compile_fb_s', '')} | {r.get('max_rel_grad_err', float('nan')):.1e} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> list[str]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("results")
@@ -65,6 +77,9 @@ def main(argv=None) -> list[str]:
     for section, payload in results.items():
         if section.startswith("model-"):
             tables.append(f"### {section}\n\n{model_table(results, section)}\n")
+            continue
+        if section.startswith("backward-"):
+            tables.append(f"### {section}\n\n{backward_table(results, section)}\n")
             continue
         rows = payload["rows"]
         for dtype in sorted({r["dtype"] for r in rows}):

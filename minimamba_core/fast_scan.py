@@ -14,12 +14,13 @@ Two schedules compute the same numbers:
   after another, the state carried between them. A CPU's few cores are already busy with that
   many independent channels; small chunks stay in cache and the loop costs one fused
   ``addcmul_`` per step. This is a loop over time, chosen because it is faster there.
-* ``"parallel"`` (the default on GPUs, and on CPUs for fewer channels): all chunks side by side. Each chunk's effect on a state
+* ``"parallel"`` (the default on every device): all chunks side by side. Each chunk's effect on a state
   is summarized without a loop (``chunk_summary_forward``), the summaries are scanned the same way
   recursively to give the state entering every chunk, then every chunk runs its ``T`` steps at
   once. ``d_inner`` is processed in blocks so that no temporary exceeds ``_BLOCK_ELEMENTS``
-  on a GPU, or ``_CPU_BLOCK_ELEMENTS`` on a CPU, where a block small enough to stay in cache
-  makes each of the schedule's passes several times faster (``benchmarks/README.md``).
+  on a GPU, or ``_CPU_BLOCK_ELEMENTS`` on a CPU. There the gain is the memory allocator's:
+  glibc hands a temporary above its mmap threshold (at most 32 MiB) fresh pages from the OS at
+  every call, each page a fault; blocks of 8 MiB temporaries reuse freed memory instead.
 
 ``set_scan_compile(True)`` (or the environment variable ``MINIMAMBA_COMPILE=1``) runs the chunk
 functions through ``torch.compile``; where that is unavailable or fails, it warns once and stays
@@ -37,8 +38,8 @@ from .scan_compile import scan_compile_enabled, scan_compile_failures, set_scan_
 _CHUNK = {"sequential": 64, "parallel": 32}  # time steps per chunk, per schedule (eager)
 _CHUNK_COMPILED = {"sequential": 32, "parallel": 32}  # compiled: the loop is unrolled, keep it short
 _BLOCK_ELEMENTS = 2 ** 27  # largest (m, T, d_block, n) temporary of the parallel schedule (512 MiB fp32)
-# On a CPU: 8 MiB fp32 blocks of at least 16 channels (measured with 2 threads at b=1,
-# d_inner=768, N=16: the forward at l=1024 / 4096 / 16384 runs 2-3x faster than with one block)
+# On a CPU: 8 MiB fp32 blocks (below glibc's 32 MiB mmap threshold, so no page faults per
+# call) of at least 16 channels (Python's overhead per block); chosen by trial on a 2-core machine
 _CPU_BLOCK_ELEMENTS, _CPU_MIN_CHANNELS = 2 ** 21, 16
 SCHEDULES = ("sequential", "parallel")
 SCHEDULE: str | None = None  # force one schedule everywhere (benchmarks); None: _default_schedule
@@ -132,12 +133,16 @@ def _d_blocks(x, n, budget=None):
     """Equal slices of ``d_inner`` for ``x (b, L, d)`` whose ``(b, L, d_block, n)`` temporaries
     stay under ``budget`` elements: by default ``_BLOCK_ELEMENTS``, or on a CPU
     ``_CPU_BLOCK_ELEMENTS`` with at least ``_CPU_MIN_CHANNELS`` channels (Python's overhead per
-    block). The width is the largest divisor of ``d`` that fits."""
+    block). The width is the largest divisor of ``d`` that fits, or where that is below the
+    minimum width, the smallest divisor of ``d`` above it."""
     b, L, d = x.shape
     cpu = x.device.type == "cpu"
     budget = budget or (_CPU_BLOCK_ELEMENTS if cpu else _BLOCK_ELEMENTS)
-    step = min(d, max(_CPU_MIN_CHANNELS if cpu else 1, budget // max(1, b * L * n)))
+    least = min(d, _CPU_MIN_CHANNELS if cpu else 1)
+    step = min(d, max(least, budget // max(1, b * L * n)))
     step = max(k for k in range(1, step + 1) if d % k == 0)
+    if step < least:  # e.g. d = 17: no divisor between 2 and 16
+        step = min(k for k in range(least, d + 1) if d % k == 0)
     return [slice(i, i + step) for i in range(0, d, step)]
 
 
@@ -207,10 +212,10 @@ class ChunkedScan(torch.autograd.Function):
 def _default_schedule(x: torch.Tensor, A: torch.Tensor) -> str:
     """Always ``"parallel"``: the parallel scan's contract is no Python loop over every time step.
 
-    On a CPU with many channels ``b * d_inner * d_state`` the ``"sequential"`` schedule is faster
-    (measured with one thread, fwd+bwd at (b, l, d_inner, N) = (1, 1024, 768, 16): 0.23 s against
-    0.54 s; benchmarks/README.md has the full tables); opt in with ``fast_scan.SCHEDULE =
-    "sequential"``."""
+    On a CPU the ``"sequential"`` schedule does half the arithmetic (no summaries) and is faster
+    (measured with two threads, fwd+bwd at (b, l, d_inner, N) = (1, 1024, 768, 16): 98.5 ms
+    against 137.6 ms; ``benchmarks/README.md`` has the full tables); opt in with
+    ``fast_scan.SCHEDULE = "sequential"``."""
     return "parallel"
 
 
@@ -225,6 +230,8 @@ def chunked_scan(x, delta, A, B, C, h0=None, schedule: str | None = None):
         schedule = SCHEDULE or _default_schedule(x, A)
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    if x.shape[1] == 0:
+        raise ValueError("chunked_scan got an empty sequence (l = 0); pass at least one time step")
     if h0 is None:
         h0 = x.new_zeros(x.shape[0], x.shape[2], A.shape[1])
     contiguous = [t.contiguous() for t in (x, delta, A, B, C, h0)]

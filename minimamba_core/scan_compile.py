@@ -46,6 +46,13 @@ def set_scan_compile(enabled: bool = True) -> bool:
     return _compile["on"]
 
 
+def forget_compiled() -> None:
+    """Drop every compiled chunk function: the next call compiles anew (after swapping one of
+    ``chunk_scan``'s functions, as ``benchmarks/bench_backward.py`` does)."""
+    _compile["fns"].clear()
+    _compile["failed"].clear()
+
+
 def scan_compile_enabled() -> bool:
     """Whether :func:`set_scan_compile` has switched compilation on."""
     return _compile["on"]
@@ -60,12 +67,14 @@ def chunk_fn(name: str):
     """The chunk function ``name`` of ``chunk_scan``: eager, or compiled when the switch is on.
 
     Compiled, the in-place eager version is replaced by its ``*_functional`` twin where one
-    exists. A compile error at a call warns once and falls back to the eager function for good.
+    exists. A compile error at a call warns once and falls back to the eager function until the
+    switch is turned on again.
     """
     eager = getattr(cs, name)
     if not _compile["on"]:
         return eager
     if name not in _compile["fns"]:
+        _compile.setdefault("compiler", torch.compile)  # switched on by MINIMAMBA_COMPILE=1
         # dynamic: one compilation serves every length and block width (compiling takes minutes)
         compiled = torch.compile(getattr(cs, name + "_functional", eager), dynamic=True)
 

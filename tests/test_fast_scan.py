@@ -184,6 +184,8 @@ def test_cpu_blocks_fit_the_cache_budget_with_a_minimum_width():
     # which the minimum width raises to 16 (fast_scan's CPU constants)
     assert len(fast_scan._d_blocks(torch.zeros(1, 1024, 768), 16)) == 768 // 128
     assert len(fast_scan._d_blocks(torch.zeros(1, 16384, 768), 16)) == 768 // 16
+    # d = 17 has no divisor between 2 and 16: one block of 17 rather than 17 blocks of 1
+    assert len(fast_scan._d_blocks(torch.zeros(1, 16384, 17), 16)) == 1
     # elsewhere (a GPU; "meta" stands in) 2**27 elements: 512 channels, the largest divisor 384
     assert len(fast_scan._d_blocks(torch.zeros(1, 16384, 768, device="meta"), 16)) == 768 // 384
 
@@ -221,3 +223,9 @@ def test_switching_off_and_on_keeps_the_compiled_functions(compile_off):
     fast_scan.set_scan_compile(False)
     fast_scan.set_scan_compile(True)
     assert scan_compile.chunk_fn("chunk_forward") is not first
+
+
+def test_empty_sequence_is_refused_with_a_clear_error():
+    inp = _inputs(1, 0, 3, 4)
+    with pytest.raises(ValueError, match="empty sequence"):
+        fast_scan.chunked_scan(inp["x"], inp["delta"], inp["A"], inp["B"], inp["C"], schedule="parallel")
