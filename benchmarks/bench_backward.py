@@ -15,7 +15,7 @@ Variants of the function that ``torch.compile`` runs for one chunk's backward:
 Each process compiles its variant (the first forward+backward call: ``compile_fb_s``; a
 non-empty ``compile_failures`` means the row timed the eager fallback), checks its gradients
 against the eager scan (``max_rel_grad_err``), then times forward+backward and forward alone
-at the issue's GPU shape (``b=4, d_inner=1536, N=16``). Several processes may compile side by
+at the issue's shape for the device (GPU ``b=4, d_inner=1536``, CPU ``b=1, d_inner=768``; ``N=16``). Several processes may compile side by
 side: ``--lock`` makes everything they run on the device at full size take turns. Rows are
 merged into ``--out`` under ``backward-<device>``; the package is restored afterwards.
 ``MINIMAMBA_QUICK=1`` shrinks the sizes to a smoke test.
@@ -33,7 +33,7 @@ import torch
 from minimamba_core import chunk_scan, fast_scan, scan_compile
 
 from . import approaches, common
-from .bench_scan import make_inputs
+from .bench_scan import SHAPES, make_inputs
 
 VARIANTS = {  # name -> (the compiled chunk backward, steps per chunk; None: the package's)
     "in_loop": (chunk_scan.chunk_backward_functional, None),
@@ -61,14 +61,15 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--variant", choices=sorted(VARIANTS), default="in_loop")
-    p.add_argument("--lengths", type=int, nargs="+", default=[8192])
+    p.add_argument("--lengths", type=int, nargs="+", default=[8192],
+                   help="on a CPU, 1024 is a better start (compiling takes a few minutes)")
     p.add_argument("--lock", help="a file whose lock the timed parts of several processes share")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     device = torch.device(args.device)
     backward, T = VARIANTS[args.variant]
     T = T or fast_scan._CHUNK_COMPILED["parallel"]
-    shape = dict(b=4, d=1536, n=16)
+    shape = dict(SHAPES[device.type])  # issue 7's shapes: GPU b=4, d_inner=1536; CPU b=1, 768
     if common.quick():
         shape, args.lengths, T = dict(b=1, d=8, n=4), [33], 2
     saved = chunk_scan.chunk_backward_functional, fast_scan._CHUNK_COMPILED["parallel"]
