@@ -7,7 +7,8 @@ Shapes follow issue 7: CPU ``b=1, d_inner=768, d_state=16``; GPU ``b=4, d_inner=
 d_state=16``; always with ``z``, ``D`` and the delta bias. For each length every method runs
 in turn (interleaved by length) on fresh random inputs (``randn``, never zeros), forward only
 (under ``torch.no_grad``) and forward+backward (``y.backward(gy)`` with a random ``gy``).
-Results are merged into ``--out`` under the section ``scan-<device>``; the schema is in
+Results are merged into ``--out`` under the section ``scan-<device>`` after every length (a
+stopped run keeps what it measured); the schema is in
 ``benchmarks/README.md``. ``MINIMAMBA_QUICK=1`` shrinks everything to a smoke test.
 """
 
@@ -72,6 +73,21 @@ def bench_one(fn, inp, mode, device, repeats, budget_s):
     return common.measure(run, device, warmup=2, repeats=repeats, budget_s=budget_s)
 
 
+def _settings(kind):
+    """The scan's size constants in effect, for the results file."""
+    return dict(chunk=dict(fast_scan._CHUNK), chunk_compiled=dict(fast_scan._CHUNK_COMPILED),
+                block_elements=(fast_scan._CPU_BLOCK_ELEMENTS if kind == "cpu"
+                                else fast_scan._BLOCK_ELEMENTS),
+                min_block_channels=fast_scan._CPU_MIN_CHANNELS if kind == "cpu" else 1)
+
+
+def _flush(out, kind, shape, rows, written):
+    """Merge the rows not yet written (``rows[written:]``) into ``out`` under ``scan-<kind>``."""
+    device = torch.device("cuda" if kind == "cuda" else "cpu")
+    common.write_results(out, f"scan-{kind}", dict(_settings(kind), machine=common.machine_info(device),
+                                                   shape=shape, rows=rows[written:]))
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -100,8 +116,11 @@ def main(argv=None):
         shape, lengths, args.repeats = dict(b=1, d=8, n=4), [33], 2
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                    f"{common.machine_name(device)}-{time.strftime('%Y-%m-%d')}.json")
-    rows = []
+    rows, written = [], 0
     for l in lengths:
+        if rows:  # what is measured so far is on disk, should the process be stopped
+            _flush(out, kind, shape, rows, written)
+            written = len(rows)
         for dtype_name in args.dtypes:
             dtype = getattr(torch, dtype_name)
             for mode in args.modes:
@@ -135,12 +154,8 @@ def main(argv=None):
                     shown = f"{row['ms']:.3f} ms, {row.get('peak_mb', 0):.0f} MB" if "ms" in row else row["status"]
                     print(f"{kind} L={l:6d} {dtype_name:8s} {mode:7s} {name:32s} {shown}", flush=True)
                     del inp
-    payload = dict(machine=common.machine_info(device), shape=shape, rows=rows,
-                   chunk=dict(fast_scan._CHUNK), chunk_compiled=dict(fast_scan._CHUNK_COMPILED),
-                   block_elements=(fast_scan._CPU_BLOCK_ELEMENTS if kind == "cpu"
-                                   else fast_scan._BLOCK_ELEMENTS),
-                   min_block_channels=fast_scan._CPU_MIN_CHANNELS if kind == "cpu" else 1)
-    common.write_results(out, f"scan-{kind}", payload)
+    _flush(out, kind, shape, rows, written)
+    payload = dict(_settings(kind), machine=common.machine_info(device), shape=shape, rows=rows)
     print(f"wrote {out}")
     return payload
 
