@@ -81,11 +81,12 @@ def _settings(kind):
                 min_block_channels=fast_scan._CPU_MIN_CHANNELS if kind == "cpu" else 1)
 
 
-def _flush(out, kind, shape, rows, written):
-    """Merge the rows not yet written (``rows[written:]``) into ``out`` under ``scan-<kind>``."""
-    device = torch.device("cuda" if kind == "cuda" else "cpu")
-    common.write_results(out, f"scan-{kind}", dict(_settings(kind), machine=common.machine_info(device),
-                                                   shape=shape, rows=rows[written:]))
+def _flush(out, device, shape, rows, written):
+    """Merge the rows not yet written (``rows[written:]``) into ``out`` under ``scan-<device>``;
+    returns the section with all ``rows``."""
+    payload = dict(_settings(device.type), machine=common.machine_info(device), shape=shape)
+    common.write_results(out, f"scan-{device.type}", dict(payload, rows=rows[written:]))
+    return dict(payload, rows=rows)
 
 
 def main(argv=None):
@@ -119,7 +120,7 @@ def main(argv=None):
     rows, written = [], 0
     for l in lengths:
         if rows:  # what is measured so far is on disk, should the process be stopped
-            _flush(out, kind, shape, rows, written)
+            _flush(out, device, shape, rows, written)
             written = len(rows)
         for dtype_name in args.dtypes:
             dtype = getattr(torch, dtype_name)
@@ -154,8 +155,7 @@ def main(argv=None):
                     shown = f"{row['ms']:.3f} ms, {row.get('peak_mb', 0):.0f} MB" if "ms" in row else row["status"]
                     print(f"{kind} L={l:6d} {dtype_name:8s} {mode:7s} {name:32s} {shown}", flush=True)
                     del inp
-    _flush(out, kind, shape, rows, written)
-    payload = dict(_settings(kind), machine=common.machine_info(device), shape=shape, rows=rows)
+    payload = _flush(out, device, shape, rows, written)
     print(f"wrote {out}")
     return payload
 

@@ -59,7 +59,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .config import MambaConfig
-from .mixer import _HALF, MambaMixer
+from .mixer import MambaMixer
 from .model import MambaLM
 
 LAYOUTS = ("hf", "official")
@@ -77,8 +77,6 @@ HUB_FALLBACK_PATTERNS = ["*.json", "pytorch_model*.bin"]
 _CHECKPOINT_FILE = re.compile(r"(config|generation_config|tokenizer|tokenizer_config|special_tokens_map)\.json"
                               r"|model(-\d+-of-\d+)?\.safetensors(\.index\.json)?"
                               r"|pytorch_model(-\d+-of-\d+)?\.bin(\.index\.json)?")
-
-_KEEP_FP32 = re.compile(r"\.mixer\.(A_log|D)$")  # parameters a half-precision model keeps in float32
 
 # Extra keys of a Hugging Face config.json written by save_pretrained when the rows are padded.
 VOCAB_KEY, MULTIPLE_KEY = "minimamba_vocab_size", "minimamba_pad_vocab_size_multiple"
@@ -523,26 +521,14 @@ def load_pretrained(path: str | os.PathLike, device: torch.device | str | None =
     if problems:
         raise CheckpointError(where + ":\n  - " + "\n  - ".join(problems))
     dtype = dtype or tensors[_EMBEDDING].dtype
-
-    def target(key: str, v: torch.Tensor) -> torch.dtype:
-        """``dtype``, except that A_log and D stay float32 in a half-precision model (as
-        ``MambaMixer._apply`` keeps them; stored float32 values are not rounded)."""
-        if dtype in _HALF and _KEEP_FP32.search(key):
-            return v.dtype if v.dtype not in _HALF else torch.float32
-        return dtype
-
-    moved: dict[tuple, torch.Tensor] = {}  # convert a tied (shared) tensor once
-    state = {}
-    for k, v in tensors.items():
-        key = (_same_tensor(v), target(k, v))
-        if key not in moved:
-            moved[key] = v.to(device=device, dtype=key[1])
-        state[k] = moved[key]
     with torch.device("meta"):
         model = MambaLM(config)
-    model.load_state_dict(state, strict=True, assign=True)
+    model.load_state_dict(tensors, strict=True, assign=True)  # the stored tensors, on the CPU
     if config.tie_embeddings:
         model.lm_head.weight = model.backbone.embedding.weight
+    # one conversion per tensor, as it moves; MambaMixer._apply keeps A_log and D float32 in a
+    # half-precision model, exactly as model.to(dtype) does after loading
+    model.to(device=device, dtype=dtype)
     assert not any(p.is_meta for p in model.parameters()), "a parameter was left on the meta device"
     return model.eval()
 

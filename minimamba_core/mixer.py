@@ -123,16 +123,19 @@ class MambaMixer(nn.Module):
 
         Those two stay float32 in a half-precision model, as the official module keeps them
         ("Keep A_log in fp32", ``Mamba.__init__``, state-spaces/mamba commit 0cce0fa); their
-        values are kept exactly, not rounded through the half dtype. float64 casts apply to all.
+        values are kept exactly, not rounded through the half dtype (half values, as a
+        checkpoint may store them, become float32; float64 stays float64). float64 casts apply
+        to all. ``load_pretrained`` converts a loaded model through this too.
         """
         kept = {name: getattr(self, name).detach() for name in ("A_log", "D")}
         super()._apply(fn, *args, **kwargs)
         for name, old in kept.items():
             param = getattr(self, name)
-            if param.dtype in _HALF and old.dtype not in _HALF:
-                param.data = old.to(device=param.device, dtype=old.dtype)
+            if param.dtype in _HALF:
+                keep = torch.float32 if old.dtype in _HALF else old.dtype
+                param.data = old.to(device=param.device, dtype=keep)
                 if param.grad is not None:
-                    param.grad = param.grad.to(old.dtype)
+                    param.grad = param.grad.to(keep)
         return self
 
     def _ssm_inputs(self, x: torch.Tensor):

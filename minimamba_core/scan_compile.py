@@ -36,12 +36,10 @@ def set_scan_compile(enabled: bool = True) -> bool:
     if enabled and not _compile["on"]:
         # Compiled functions are kept across switching off and on (each holds its compiled
         # graphs); those that failed, or came from another ``torch.compile``, are made anew.
-        if _compile.get("compiler") is not torch.compile:
-            _compile["fns"].clear()
-        for name in _compile["failed"]:
-            _compile["fns"].pop(name, None)
+        for name, fn in list(_compile["fns"].items()):
+            if name in _compile["failed"] or getattr(fn, "compiler", None) is not torch.compile:
+                del _compile["fns"][name]
         _compile["failed"].clear()
-        _compile["compiler"] = torch.compile
     _compile["on"] = bool(enabled)
     return _compile["on"]
 
@@ -74,7 +72,6 @@ def chunk_fn(name: str):
     if not _compile["on"]:
         return eager
     if name not in _compile["fns"]:
-        _compile.setdefault("compiler", torch.compile)  # switched on by MINIMAMBA_COMPILE=1
         # dynamic: one compilation serves every length and block width (compiling takes minutes)
         compiled = torch.compile(getattr(cs, name + "_functional", eager), dynamic=True)
 
@@ -90,6 +87,7 @@ def chunk_fn(name: str):
                 _compile["failed"].add(name)
                 return eager(*args)
 
+        guarded.compiler = torch.compile  # which compile made it (tests swap torch.compile)
         _compile["fns"][name] = guarded
     return _compile["fns"][name]
 
