@@ -149,10 +149,13 @@ def _d_blocks(x, n, budget=None):
 def _parallel_forward_blocks(x, delta, A, B, C, h0, T):
     """:func:`_parallel_forward` over blocks of ``d_inner``."""
     b, L, d = x.shape
-    y, entering, h_last = torch.empty_like(x), x.new_empty(b, L // T, d, A.shape[1]), torch.empty_like(h0)
     # Compiled on a GPU, the forward keeps no (b, L, d, n) temporary (the loops are fused): one block.
     budget = 16 * _BLOCK_ELEMENTS if scan_compile_enabled() and x.device.type != "cpu" else None
-    for s in _d_blocks(x, A.shape[1], budget):
+    blocks = _d_blocks(x, A.shape[1], budget)
+    if len(blocks) == 1:  # no copies into the outputs
+        return _parallel_forward(x, delta, A, B, C, h0, T)
+    y, entering, h_last = torch.empty_like(x), x.new_empty(b, L // T, d, A.shape[1]), torch.empty_like(h0)
+    for s in blocks:
         y[..., s], entering[:, :, s], h_last[:, s] = _parallel_forward(
             x[..., s], delta[..., s], A[s], B, C, h0[:, s], T)
     return y, entering, h_last

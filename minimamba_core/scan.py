@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from .fast_scan import chunked_scan
+from .scan_compile import maybe_compiled
 
 METHODS = ("parallel", "sequential")
 
@@ -85,18 +86,26 @@ def _validate(x, delta, A, B, C, D, z, delta_bias, h0, check_finite):
                 raise ValueError(f"{name} contains NaN or inf (check_finite=True)")
 
 
-def _prepare(x, delta, A, B, C, D, z, delta_bias, delta_softplus, h0, check_finite):
-    """Validate, cast to the compute dtype and apply the delta bias and softplus."""
+def _prepare(x, delta, A, B, C, D, z, delta_bias, delta_softplus, h0, check_finite, edge=None):
+    """Validate, cast to the compute dtype and apply the delta bias and softplus (``_delta``,
+    or ``edge`` when given: its compiled version). ``z`` keeps its dtype (``_finish`` casts it)."""
     _validate(x, delta, A, B, C, D, z, delta_bias, h0, check_finite)
     given = [t for t in (x, delta, A, B, C, D, z, delta_bias, h0) if t is not None]
     dtype = torch.float64 if any(t.dtype == torch.float64 for t in given) else torch.float32
     cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731
-    x, delta, A, B, C, D, z, delta_bias, h0 = map(cast, (x, delta, A, B, C, D, z, delta_bias, h0))
+    x, A, B, C, D, h0 = map(cast, (x, A, B, C, D, h0))
+    delta = (edge or _delta)(delta, delta_bias, delta_softplus, dtype)
+    return x, delta, A, B, C, D, z, h0
+
+
+def _delta(delta, delta_bias, delta_softplus, dtype):
+    """``softplus(delta + delta_bias)`` in ``dtype`` (each step optional), ``(b, l, d)``."""
+    delta = delta.to(dtype)
     if delta_bias is not None:
-        delta = delta + delta_bias  # (b, l, d)
+        delta = delta + delta_bias.to(dtype)  # (b, l, d)
     if delta_softplus:
         delta = F.softplus(delta)  # (b, l, d), > 0
-    return x, delta, A, B, C, D, z, h0
+    return delta
 
 
 def _finish(y, x, D, z, out_dtype):
@@ -104,7 +113,7 @@ def _finish(y, x, D, z, out_dtype):
     if D is not None:
         y = y + x * D  # (b, l, d)
     if z is not None:
-        y = y * F.silu(z)  # (b, l, d)
+        y = y * F.silu(z.to(y.dtype))  # (b, l, d)
     return y.to(out_dtype)
 
 
@@ -191,15 +200,17 @@ def selective_scan_parallel(
     ``(b, l, d_inner, d_state)`` is kept. ``mm.set_scan_compile(True)`` compiles it.
     """
     out_dtype = _out_dtype(x)
+    # With the compile switch on, the elementwise steps before and after the scan are compiled
+    # too: each fuses into one kernel instead of one pass over (b, l, d) per operation.
     x, delta, A, B, C, D, z, h0 = _prepare(x, delta, A, B, C, D, z, delta_bias, delta_softplus,
-                                           h0, check_finite)
+                                           h0, check_finite, maybe_compiled("delta", _delta))
     b, l, d = x.shape
     if l == 0:
         y = _finish(x.new_zeros(b, 0, d), x, D, z, out_dtype)
         h = h0 if h0 is not None else x.new_zeros(b, d, A.shape[1])
         return (y, h) if return_last_state else y
     y, h = chunked_scan(x, delta, A, B, C, h0)  # (b, l, d), (b, d, n)
-    y = _finish(y, x, D, z, out_dtype)
+    y = maybe_compiled("finish", _finish)(y, x, D, z, out_dtype)
     return (y, h) if return_last_state else y
 
 

@@ -229,3 +229,76 @@ def test_empty_sequence_is_refused_with_a_clear_error():
     inp = _inputs(1, 0, 3, 4)
     with pytest.raises(ValueError, match="empty sequence"):
         fast_scan.chunked_scan(inp["x"], inp["delta"], inp["A"], inp["B"], inp["C"], schedule="parallel")
+
+
+def _full_inputs(dtype, seed=0):
+    """Inputs of the whole selective scan (with D, z and the delta bias) in ``dtype``."""
+    g = torch.Generator().manual_seed(seed)
+    b, l, d, n = 2, 37, 3, 4
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
+    return dict(x=r(b, l, d).to(dtype), delta=r(b, l, d).to(dtype), A=-torch.exp(r(d, n)),
+                B=r(b, l, n).to(dtype), C=r(b, l, n).to(dtype), D=r(d), z=r(b, l, d).to(dtype),
+                delta_bias=r(d) * 0.1)
+
+
+def _scan_and_grads(fn, inp):
+    leaves = {k: v.detach().clone().requires_grad_() for k, v in inp.items()}
+    y = fn(**leaves, delta_softplus=True)
+    y.double().square().sum().backward()
+    return y, {k: v.grad for k, v in leaves.items()}
+
+
+def test_edges_fall_back_to_eager_when_compiling_fails(monkeypatch, compile_off):
+    # With the switch on, the bias + softplus before the scan and the D skip + gate after it are
+    # compiled as well ("delta", "finish"); a failure there falls back like the chunk functions.
+    def broken_compile(fn, **kwargs):
+        def run(*args):
+            raise RuntimeError("no C++ compiler (simulated)")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    assert mm.set_scan_compile(True) is True
+    inp = _full_inputs(torch.float64)
+    with pytest.warns(RuntimeWarning, match="falls back to eager"):
+        y, grads = _scan_and_grads(mm.selective_scan_parallel, inp)
+    assert {"delta", "finish"} <= set(fast_scan.scan_compile_failures())
+    y_ref, grads_ref = _scan_and_grads(mm.selective_scan_sequential, inp)
+    torch.testing.assert_close(y, y_ref, atol=1e-10, rtol=1e-10)
+    for k in grads_ref:
+        torch.testing.assert_close(grads[k], grads_ref[k], atol=1e-9, rtol=1e-9)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_compiled_scan_with_compiled_edges_matches_float64_loop(dtype, monkeypatch, compile_off):
+    # The whole selective scan compiled (edges included) against the float64 loop on the same
+    # inputs: float32 arithmetic inside, so the tolerance is float32's; bfloat16 outputs are
+    # rounded to bfloat16 (8 bits of mantissa: relative 2**-8).
+    if not fast_scan.set_scan_compile(True):
+        pytest.skip("torch.compile unavailable")
+    monkeypatch.setitem(fast_scan._CHUNK_COMPILED, "parallel", 4)
+    inp = _full_inputs(dtype)
+    y, grads = _scan_and_grads(mm.selective_scan_parallel, inp)
+    if fast_scan.scan_compile_failures():
+        pytest.skip(f"compiler unavailable here: {fast_scan.scan_compile_failures()}")
+    assert {"delta", "finish"} <= set(scan_compile._compile["fns"])
+    assert y.dtype == dtype
+    y_ref, grads_ref = _scan_and_grads(mm.selective_scan_sequential,
+                                       {k: v.double() for k, v in inp.items()})
+    tol = dict(atol=1e-4, rtol=1e-4) if dtype == torch.float32 else dict(atol=2e-2, rtol=2 ** -7)
+    torch.testing.assert_close(y.double(), y_ref, **tol)
+    for k in ("x", "delta", "A", "B", "C", "D", "z", "delta_bias"):
+        ref = grads_ref[k]
+        err = (grads[k].double() - ref).norm() / ref.norm()
+        assert err < (1e-5 if dtype == torch.float32 else 2e-2), (k, err.item())
+
+
+@pytest.mark.parametrize("name", ["_delta", "_finish"])
+def test_compiled_edges_trace_without_graph_breaks(name):
+    g = torch.Generator().manual_seed(0)
+    delta, bias = torch.randn(2, 5, 3, generator=g), torch.randn(3, generator=g)
+    args = {"_delta": (delta, bias, True, torch.float32),
+            "_finish": (delta, delta * 2, bias, delta * 3, torch.bfloat16)}[name]
+    explained = torch._dynamo.explain(getattr(mm.scan, name))(*args)
+    assert explained.graph_break_count == 0, explained.break_reasons
+    assert explained.graph_count == 1
