@@ -34,8 +34,8 @@ def _ours(schedule=None, compiled=False):
 
 
 def _ours_compiled_eager_edges(x, delta, A, B, C, D, z, delta_bias):
-    """Ours compiled as before device run 5: only the scan compiled, the bias, softplus, ``D``
-    skip and gate around it eager (one pass over ``(b, l, d)`` per operation)."""
+    """Ours with only the scan compiled: the bias, softplus, ``D`` skip and gate around it eager
+    (one pass over ``(b, l, d)`` per operation), as they were before device run 5."""
     fast_scan.set_scan_compile(True)
     out_dtype = x.dtype
     x, delta, A, B, C, D, z, _ = mm.scan._prepare(x, delta, A, B, C, D, z, delta_bias, True, None,

@@ -1,6 +1,6 @@
 """Render a results file as Markdown tables and log-log plots (time and memory against length).
 
-    python -m benchmarks.report benchmarks/results/h200-2026-11-29.json --plots benchmarks/plots
+    python -m benchmarks.report benchmarks/results/h200-run5-2026-11-29.json --plots benchmarks/plots
 
 Writes ``tables.md`` and one PNG per (section, mode, dtype, metric) into ``--plots``; the
 tables and plots in ``benchmarks/README.md`` come from here. Uses ``minimamba_core.viz``.

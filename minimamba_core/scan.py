@@ -202,8 +202,9 @@ def selective_scan_parallel(
     out_dtype = _out_dtype(x)
     # With the compile switch on, the elementwise steps before and after the scan are compiled
     # too: each fuses into one kernel instead of one pass over (b, l, d) per operation.
+    edge = maybe_compiled("delta", _delta) if x.dim() == 3 and x.shape[1] > 0 else None
     x, delta, A, B, C, D, z, h0 = _prepare(x, delta, A, B, C, D, z, delta_bias, delta_softplus,
-                                           h0, check_finite, maybe_compiled("delta", _delta))
+                                           h0, check_finite, edge)
     b, l, d = x.shape
     if l == 0:
         y = _finish(x.new_zeros(b, 0, d), x, D, z, out_dtype)

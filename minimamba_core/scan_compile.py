@@ -61,7 +61,8 @@ def scan_compile_enabled() -> bool:
 
 
 def scan_compile_failures() -> list[str]:
-    """Names of the chunk functions whose compilation failed (they run eager)."""
+    """Names of the compiled functions (chunk functions, the scan's edges) whose compilation
+    failed (they run eager)."""
     return sorted(_compile["failed"])
 
 
@@ -81,6 +82,10 @@ def maybe_compiled(name: str, eager, to_compile=None):
     ``torch.compile``, kept under ``name``, with the fallback of :func:`chunk_fn`."""
     if not _compile["on"]:
         return eager
+    made = _compile["fns"].get(name)
+    if made is not None and made is not eager and (getattr(made, "eager", None) is not eager
+                                                    or getattr(made, "source", None) is not to_compile):
+        del _compile["fns"][name]  # made from another function (one was swapped, e.g. by a test)
     if name not in _compile["fns"]:
         # dynamic: one compilation serves every length and block width (compiling takes minutes)
         compiled = torch.compile(to_compile or eager, dynamic=True)
@@ -98,5 +103,6 @@ def maybe_compiled(name: str, eager, to_compile=None):
                 return eager(*args)
 
         guarded.compiler = torch.compile  # which compile made it (tests swap torch.compile)
+        guarded.eager, guarded.source = eager, to_compile  # and from which functions
         _compile["fns"][name] = guarded
     return _compile["fns"][name]

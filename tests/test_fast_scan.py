@@ -232,13 +232,15 @@ def test_empty_sequence_is_refused_with_a_clear_error():
 
 
 def _full_inputs(dtype, seed=0):
-    """Inputs of the whole selective scan (with D, z and the delta bias) in ``dtype``."""
+    """Inputs of the whole selective scan (with D, z and the delta bias): activations in
+    ``dtype``; ``A, D, delta_bias`` float32 as the model keeps them (float64 with float64)."""
     g = torch.Generator().manual_seed(seed)
     b, l, d, n = 2, 37, 3, 4
     r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
-    return dict(x=r(b, l, d).to(dtype), delta=r(b, l, d).to(dtype), A=-torch.exp(r(d, n)),
-                B=r(b, l, n).to(dtype), C=r(b, l, n).to(dtype), D=r(d), z=r(b, l, d).to(dtype),
-                delta_bias=r(d) * 0.1)
+    p = torch.float64 if dtype == torch.float64 else torch.float32
+    return dict(x=r(b, l, d).to(dtype), delta=r(b, l, d).to(dtype), A=-torch.exp(r(d, n)).to(p),
+                B=r(b, l, n).to(dtype), C=r(b, l, n).to(dtype), D=r(d).to(p), z=r(b, l, d).to(dtype),
+                delta_bias=(r(d) * 0.1).to(p))
 
 
 def _scan_and_grads(fn, inp):
@@ -282,6 +284,7 @@ def test_compiled_scan_with_compiled_edges_matches_float64_loop(dtype, monkeypat
     if fast_scan.scan_compile_failures():
         pytest.skip(f"compiler unavailable here: {fast_scan.scan_compile_failures()}")
     assert {"delta", "finish"} <= set(scan_compile._compile["fns"])
+    assert all(v.dtype in (dtype, torch.float32) for v in inp.values())  # no float64 inside
     assert y.dtype == dtype
     y_ref, grads_ref = _scan_and_grads(mm.selective_scan_sequential,
                                        {k: v.double() for k, v in inp.items()})
@@ -302,3 +305,20 @@ def test_compiled_edges_trace_without_graph_breaks(name):
     explained = torch._dynamo.explain(getattr(mm.scan, name))(*args)
     assert explained.graph_break_count == 0, explained.break_reasons
     assert explained.graph_count == 1
+
+
+def test_compiled_edges_follow_a_swapped_function(monkeypatch, compile_off):
+    # A compiled function is kept under its name; swapping the Python function behind the name
+    # (tests/test_compat.py patches _finish) must not keep running the old one, nor the swapped
+    # one after it is restored. torch.compile is replaced by the identity to keep this quick.
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)
+    mm.set_scan_compile(True)
+    inp = {k: v.detach() for k, v in _full_inputs(torch.float64).items()}
+    ref = mm.selective_scan_sequential(**inp, delta_softplus=True)
+    original = mm.scan._finish
+    monkeypatch.setattr(mm.scan, "_finish", lambda y, x, D, z, out_dtype: (y + x * D).to(out_dtype))
+    ungated = mm.selective_scan_parallel(**inp, delta_softplus=True)
+    assert not torch.allclose(ungated, ref)  # the swapped (ungated) _finish ran
+    monkeypatch.setattr(mm.scan, "_finish", original)
+    torch.testing.assert_close(mm.selective_scan_parallel(**inp, delta_softplus=True), ref,
+                               atol=1e-10, rtol=1e-10)
