@@ -64,6 +64,16 @@ def backward_table(results: dict, section: str) -> str:
     return "\n".join(lines)
 
 
+def allocator_table(results: dict, section: str) -> str:
+    """Markdown table of an ``allocator-*`` section (``bench_allocator.py``): fresh against primed."""
+    lines = ["| method | l | mode | allocator | ms | minor faults per call |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for r in results[section]["rows"]:
+        lines.append(f"| {r['method']} | {r['L']} | {r['mode']} | {r['allocator']} | "
+                     f"{r.get('ms', float('nan')):.1f} | {r['minor_faults_per_call']:.0f} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> list[str]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("results")
@@ -80,6 +90,9 @@ def main(argv=None) -> list[str]:
             continue
         if section.startswith("backward-"):
             tables.append(f"### {section}\n\n{backward_table(results, section)}\n")
+            continue
+        if section.startswith("allocator-"):
+            tables.append(f"### {section}\n\n{allocator_table(results, section)}\n")
             continue
         rows = payload["rows"]
         for dtype in sorted({r["dtype"] for r in rows}):

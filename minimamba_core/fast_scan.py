@@ -20,7 +20,10 @@ Two schedules compute the same numbers:
   once. ``d_inner`` is processed in blocks so that no temporary exceeds ``_BLOCK_ELEMENTS``
   on a GPU, or ``_CPU_BLOCK_ELEMENTS`` on a CPU. There the gain is the memory allocator's:
   glibc hands a temporary above its mmap threshold (at most 32 MiB) fresh pages from the OS at
-  every call, each page a fault; blocks of 8 MiB temporaries reuse freed memory instead.
+  every call, each page a fault; blocks of 8 MiB temporaries reuse freed memory instead. The
+  threshold starts at 128 KiB and rises only once a block that large has been freed, so in a
+  fresh process the blocks fault too until then (``benchmarks/bench_allocator.py``: 86 against
+  44 ms at l = 1024 on a 2-core machine; still faster than the loop's 99 ms).
 
 ``set_scan_compile(True)`` (or the environment variable ``MINIMAMBA_COMPILE=1``) runs the chunk
 functions through ``torch.compile``; where that is unavailable or fails, it warns once and stays
@@ -38,8 +41,9 @@ from .scan_compile import scan_compile_enabled, scan_compile_failures, set_scan_
 _CHUNK = {"sequential": 64, "parallel": 32}  # time steps per chunk, per schedule (eager)
 _CHUNK_COMPILED = {"sequential": 32, "parallel": 32}  # compiled: the loop is unrolled, keep it short
 _BLOCK_ELEMENTS = 2 ** 27  # largest (m, T, d_block, n) temporary of the parallel schedule (512 MiB fp32)
-# On a CPU: 8 MiB fp32 blocks (below glibc's 32 MiB mmap threshold, so no page faults per
-# call) of at least 16 channels (Python's overhead per block); chosen by trial on a 2-core machine
+# On a CPU: 8 MiB fp32 blocks (below glibc's largest mmap threshold, 32 MiB, so no page faults
+# per call once the threshold has risen) of at least 16 channels (Python's overhead per block);
+# chosen by trial on a 2-core machine
 _CPU_BLOCK_ELEMENTS, _CPU_MIN_CHANNELS = 2 ** 21, 16
 SCHEDULES = ("sequential", "parallel")
 SCHEDULE: str | None = None  # force one schedule everywhere (benchmarks); None: _default_schedule

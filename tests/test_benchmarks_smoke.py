@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from benchmarks import approaches, bench_model, bench_scan, report
+from benchmarks import approaches, bench_allocator, bench_model, bench_scan, report
 
 
 @pytest.fixture(autouse=True)
@@ -40,8 +40,9 @@ def test_every_method_computes_the_same_function():
     inp = bench_scan.make_inputs(1, 19, 4, 3, torch.float64, "cpu", seed=0)
     ref = approaches.sequential(**inp)
     for name, (factory, package, _) in approaches.METHODS.items():
-        if name in ("assoc_scan_compiled", "mamba_ssm_cuda", "ours_compiled",
-                    "ours_compiled_parallel_schedule") or not approaches.available(package or ""):
+        compiled = ("assoc_scan_compiled", "mamba_ssm_cuda", "ours_compiled",
+                    "ours_compiled_parallel_schedule", "ours_compiled_eager_edges")
+        if name in compiled or not approaches.available(package or ""):  # no compiling here
             continue
         y = factory()(**{k: (v.float() if k not in ("A", "D", "delta_bias") else v.float())
                          for k, v in inp.items()})
@@ -82,3 +83,13 @@ def test_backward_variants_benchmark_compiles_checks_and_times(tmp_path, variant
     assert json.loads(out.read_text())["backward-cpu"]["rows"][0]["fwd+bwd"]["ms"] > 0
     assert (chunk_scan.chunk_backward_functional, fast_scan._CHUNK_COMPILED) == before  # restored
     assert not fast_scan.scan_compile_enabled()
+
+
+def test_allocator_benchmark_runs_fresh_processes(tmp_path):
+    out = tmp_path / "r.json"
+    bench_allocator.main(["--threads", "1", "--out", str(out), "--methods", "ours_eager",
+                          "--modes", "fwd"])
+    rows = json.loads(out.read_text())["allocator-cpu"]["rows"]
+    _check_rows(rows)
+    assert sorted(r["allocator"] for r in rows) == ["fresh", "primed"]
+    assert all(r["minor_faults_per_call"] >= 0 for r in rows)

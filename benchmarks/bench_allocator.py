@@ -1,0 +1,99 @@
+"""The eager CPU scan in a fresh process: how much of its time is the allocator's page faults.
+
+    python -m benchmarks.bench_allocator --out benchmarks/results/cpu-<date>.json
+
+glibc's ``malloc`` serves a large block with ``mmap`` (fresh pages, one fault each at first
+touch) until a block that large has been freed: its mmap threshold starts at 128 KiB and rises
+to the size of the largest mmapped block freed so far (at most 32 MiB), and the heap is trimmed
+back to the OS when more than twice that is free at its top. The eager parallel scan allocates
+and frees temporaries of up to 8 MiB per ``d_inner`` block (``fast_scan._CPU_BLOCK_ELEMENTS``),
+so in a process that has never freed a larger block, every call faults its temporaries in again.
+
+Each row runs in its own fresh Python process: one method, one length, one mode, and either a
+*fresh* allocator or a *primed* one (a 32 MiB - 4 KiB tensor allocated and freed first, as any
+larger earlier computation would). It records the median time (``common.measure``) and the
+minor page faults per call (``resource.getrusage``). Rows go under ``allocator-cpu``.
+``MINIMAMBA_QUICK=1`` shrinks the sizes to a smoke test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+
+import torch
+
+from . import approaches, common
+from .bench_scan import SHAPES, bench_one, make_inputs
+
+PRIME_ELEMENTS = (32 * 2 ** 20 - 4096) // 4  # float32: just below glibc's largest dynamic threshold
+
+
+def _child(method: str, L: int, mode: str, primed: bool, threads: int) -> dict:
+    """One measurement in this (fresh) process."""
+    torch.set_num_threads(threads)
+    if primed:
+        block = torch.ones(PRIME_ELEMENTS)
+        del block  # freeing it raises glibc's mmap and trim thresholds
+    shape = dict(b=1, d=8, n=4) if common.quick() else SHAPES["cpu"]
+    inp = make_inputs(shape["b"], L, shape["d"], shape["n"], torch.float32, torch.device("cpu"), seed=L)
+    fn = approaches.METHODS[method][0]()
+    row = bench_one(fn, inp, mode, torch.device("cpu"), repeats=5, budget_s=2)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    calls = 5
+    for _ in range(calls):
+        _call(fn, inp, mode)
+    row["minor_faults_per_call"] = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / calls
+    return dict(row, method=method, L=L, mode=mode, allocator="primed" if primed else "fresh")
+
+
+def _call(fn, inp, mode):
+    """One call of ``fn`` as ``bench_scan.bench_one`` times it."""
+    if mode == "fwd":
+        with torch.no_grad():
+            fn(**inp)
+    else:
+        leaves = {k: v.detach().requires_grad_() for k, v in inp.items()}
+        fn(**leaves).backward(torch.ones_like(inp["x"]))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096])
+    p.add_argument("--methods", nargs="+", default=["ours_eager", "ours_loop_reference"])
+    p.add_argument("--modes", nargs="+", default=["fwd", "fwd+bwd"])
+    p.add_argument("--out", required=True)
+    p.add_argument("--child", nargs=4, metavar=("METHOD", "L", "MODE", "PRIMED"), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        method, L, mode, primed = args.child
+        print(json.dumps(_child(method, int(L), mode, primed == "1", args.threads)))
+        return None
+    lengths = [33] if common.quick() else args.lengths
+    rows = []
+    for L in lengths:
+        for mode in args.modes:
+            for method in args.methods:
+                if mode == "fwd+bwd" and method == "ours_loop_reference" and L > 1024:
+                    continue  # the loop's backward through autograd takes seconds there
+                for primed in ("0", "1"):
+                    done = subprocess.run(
+                        [sys.executable, "-m", "benchmarks.bench_allocator", "--threads", str(args.threads),
+                         "--out", args.out, "--child", method, str(L), mode, primed],
+                        capture_output=True, text=True, check=True)
+                    row = json.loads(done.stdout.strip().splitlines()[-1])
+                    rows.append(row)
+                    print(f"L={L:5d} {mode:7s} {method:22s} {row['allocator']:6s} "
+                          f"{row.get('ms', float('nan')):8.1f} ms  {row['minor_faults_per_call']:8.0f} faults/call",
+                          flush=True)
+    common.write_results(args.out, "allocator-cpu", dict(machine=common.machine_info(torch.device("cpu")),
+                                                          prime_bytes=PRIME_ELEMENTS * 4, rows=rows))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
