@@ -27,7 +27,7 @@ import sys
 import torch
 
 from . import approaches, common
-from .bench_scan import SHAPES, bench_one, make_inputs
+from .bench_scan import SHAPES, make_inputs, one_call
 
 PRIME_ELEMENTS = (32 * 2 ** 20 - 4096) // 4  # float32: just below glibc's largest dynamic threshold
 
@@ -40,24 +40,14 @@ def _child(method: str, L: int, mode: str, primed: bool, threads: int) -> dict:
         del block  # freeing it raises glibc's mmap and trim thresholds
     shape = dict(b=1, d=8, n=4) if common.quick() else SHAPES["cpu"]
     inp = make_inputs(shape["b"], L, shape["d"], shape["n"], torch.float32, torch.device("cpu"), seed=L)
-    fn = approaches.METHODS[method][0]()
-    row = bench_one(fn, inp, mode, torch.device("cpu"), repeats=5, budget_s=2)
+    call = one_call(approaches.METHODS[method][0](), inp, mode)
+    row = common.measure(call, torch.device("cpu"), warmup=2, repeats=5, budget_s=2)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     calls = 5
     for _ in range(calls):
-        _call(fn, inp, mode)
+        call()
     row["minor_faults_per_call"] = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / calls
     return dict(row, method=method, L=L, mode=mode, allocator="primed" if primed else "fresh")
-
-
-def _call(fn, inp, mode):
-    """One call of ``fn`` as ``bench_scan.bench_one`` times it."""
-    if mode == "fwd":
-        with torch.no_grad():
-            fn(**inp)
-    else:
-        leaves = {k: v.detach().requires_grad_() for k, v in inp.items()}
-        fn(**leaves).backward(torch.ones_like(inp["x"]))
 
 
 def main(argv=None):

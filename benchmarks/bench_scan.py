@@ -56,8 +56,8 @@ def make_inputs(b, l, d, n, dtype, device, seed):
         delta_bias=(r(d) * 0.1).to(device))
 
 
-def bench_one(fn, inp, mode, device, repeats, budget_s):
-    """Time ``fn(**inp)`` forward (no grad) or forward+backward."""
+def one_call(fn, inp, mode):
+    """The call that is timed: ``fn(**inp)`` forward (no grad) or forward+backward."""
     if mode == "fwd":
         def run():
             with torch.no_grad():
@@ -70,7 +70,13 @@ def bench_one(fn, inp, mode, device, repeats, budget_s):
             for v in leaves.values():
                 v.grad = None
             fn(**leaves).backward(gy)
-    return common.measure(run, device, warmup=2, repeats=repeats, budget_s=budget_s)
+    return run
+
+
+def bench_one(fn, inp, mode, device, repeats, budget_s):
+    """Time ``fn(**inp)`` forward (no grad) or forward+backward."""
+    return common.measure(one_call(fn, inp, mode), device, warmup=2, repeats=repeats,
+                          budget_s=budget_s)
 
 
 def _settings(kind):

@@ -38,40 +38,43 @@ def _plot(results, section, mode, dtype, metric):
     return viz.plot_loglog(lengths, series, unit, f"{section}: {mode}, {dtype} ({where})")
 
 
+def _markdown(header: list[str], rows: list[str]) -> str:
+    """A Markdown table from its header cells and its rows (already ``| ... |`` lines)."""
+    return "\n".join(["| " + " | ".join(header) + " |", "|" + " --- |" * len(header), *rows])
+
+
 def model_table(results: dict, section: str) -> str:
     """Markdown table of a ``model-*`` section: training tokens/s and decode ms per token."""
     cfg = results[section]["config"]
-    lines = [f"| library ({cfg['name']}, batch {cfg['batch']} x {cfg['seqlen']}) | params (M) | "
-             "train tokens/s (fwd+bwd) | peak MB | decode ms/token |", "| --- | --- | --- | --- | --- |"]
+    lines = []
     for r in results[section]["rows"]:
         train = r.get("train", {})
         tok = f"{r['train_tokens_per_s']:.0f}" if "train_tokens_per_s" in r else train.get("status", r.get("status", ""))
         dec = f"{r['decode_ms_per_token']:.2f}" if "decode_ms_per_token" in r else ""
         lines.append(f"| {r['lib']} | {r.get('params_m', '')} | {tok} | "
                      f"{train.get('peak_mb', float('nan')):.0f} | {dec} |")
-    return "\n".join(lines)
+    return _markdown([f"library ({cfg['name']}, batch {cfg['batch']} x {cfg['seqlen']})", "params (M)",
+                      "train tokens/s (fwd+bwd)", "peak MB", "decode ms/token"], lines)
 
 
 def backward_table(results: dict, section: str) -> str:
     """Markdown table of a ``backward-*`` section (``bench_backward.py``): one row per variant."""
-    lines = ["| variant | l | chunk | fwd+bwd ms | peak MB | fwd ms | compile s | max rel. grad error |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = []
     for r in results[section]["rows"]:
         fb, fw = r.get("fwd+bwd", {}), r.get("fwd", {})
         lines.append(f"| {r['variant']} | {r['L']} | {r['chunk']} | {fb.get('ms', float('nan')):.1f} | "
                      f"{fb.get('peak_mb', float('nan')):.0f} | {fw.get('ms', float('nan')):.2f} | "
                      f"{r.get('compile_fb_s', '')} | {r.get('max_rel_grad_err', float('nan')):.1e} |")
-    return "\n".join(lines)
+    return _markdown(["variant", "l", "chunk", "fwd+bwd ms", "peak MB", "fwd ms", "compile s",
+                      "max rel. grad error"], lines)
 
 
 def allocator_table(results: dict, section: str) -> str:
     """Markdown table of an ``allocator-*`` section (``bench_allocator.py``): fresh against primed."""
-    lines = ["| method | l | mode | allocator | ms | minor faults per call |",
-             "| --- | --- | --- | --- | --- | --- |"]
-    for r in results[section]["rows"]:
-        lines.append(f"| {r['method']} | {r['L']} | {r['mode']} | {r['allocator']} | "
-                     f"{r.get('ms', float('nan')):.1f} | {r['minor_faults_per_call']:.0f} |")
-    return "\n".join(lines)
+    lines = [f"| {r['method']} | {r['L']} | {r['mode']} | {r['allocator']} | "
+             f"{r.get('ms', float('nan')):.1f} | {r['minor_faults_per_call']:.0f} |"
+             for r in results[section]["rows"]]
+    return _markdown(["method", "l", "mode", "allocator", "ms", "minor faults per call"], lines)
 
 
 def main(argv=None) -> list[str]:

@@ -39,10 +39,9 @@ def set_scan_compile(enabled: bool = True) -> bool:
         enabled = False
     if enabled and not _compile["on"]:
         # Compiled functions are kept across switching off and on (each holds its compiled
-        # graphs); those that failed, or came from another ``torch.compile``, are made anew.
-        for name, fn in list(_compile["fns"].items()):
-            if name in _compile["failed"] or getattr(fn, "compiler", None) is not torch.compile:
-                del _compile["fns"][name]
+        # graphs); those that failed are tried again (stale ones: see maybe_compiled).
+        for name in _compile["failed"]:
+            _compile["fns"].pop(name, None)
         _compile["failed"].clear()
     _compile["on"] = bool(enabled)
     return _compile["on"]
@@ -83,9 +82,10 @@ def maybe_compiled(name: str, eager, to_compile=None):
     if not _compile["on"]:
         return eager
     made = _compile["fns"].get(name)
-    if made is not None and made is not eager and (getattr(made, "eager", None) is not eager
-                                                    or getattr(made, "source", None) is not to_compile):
-        del _compile["fns"][name]  # made from another function (one was swapped, e.g. by a test)
+    if made is not None and made is not eager and (
+            getattr(made, "eager", None) is not eager or getattr(made, "source", None) is not to_compile
+            or getattr(made, "compiler", None) is not torch.compile):
+        del _compile["fns"][name]  # made from other functions or by another torch.compile (tests swap both)
     if name not in _compile["fns"]:
         # dynamic: one compilation serves every length and block width (compiling takes minutes)
         compiled = torch.compile(to_compile or eager, dynamic=True)

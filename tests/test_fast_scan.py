@@ -131,6 +131,13 @@ def test_unknown_schedule_is_rejected():
         fast_scan.chunked_scan(inp["x"], inp["delta"], inp["A"], inp["B"], inp["C"], schedule="fast")
 
 
+def _broken_compile(fn, **kwargs):
+    """Stands in for ``torch.compile`` where compiling fails at the first call."""
+    def run(*args):
+        raise RuntimeError("no C++ compiler (simulated)")
+    return run
+
+
 @pytest.fixture
 def compile_off():
     yield
@@ -145,12 +152,7 @@ def test_switch_without_torch_compile_warns_and_stays_eager(monkeypatch, compile
 
 
 def test_switch_falls_back_to_eager_when_compiling_fails(monkeypatch, compile_off):
-    def broken_compile(fn, **kwargs):
-        def run(*args):
-            raise RuntimeError("no C++ compiler (simulated)")
-        return run
-
-    monkeypatch.setattr(torch, "compile", broken_compile)
+    monkeypatch.setattr(torch, "compile", _broken_compile)
     assert mm.set_scan_compile(True) is True
     inp = _inputs(1, 40, 3, 4)
     with pytest.warns(RuntimeWarning, match="falls back to eager"):
@@ -253,12 +255,7 @@ def _scan_and_grads(fn, inp):
 def test_edges_fall_back_to_eager_when_compiling_fails(monkeypatch, compile_off):
     # With the switch on, the bias + softplus before the scan and the D skip + gate after it are
     # compiled as well ("delta", "finish"); a failure there falls back like the chunk functions.
-    def broken_compile(fn, **kwargs):
-        def run(*args):
-            raise RuntimeError("no C++ compiler (simulated)")
-        return run
-
-    monkeypatch.setattr(torch, "compile", broken_compile)
+    monkeypatch.setattr(torch, "compile", _broken_compile)
     assert mm.set_scan_compile(True) is True
     inp = _full_inputs(torch.float64)
     with pytest.warns(RuntimeWarning, match="falls back to eager"):
