@@ -11,10 +11,12 @@ Variants of the function that ``torch.compile`` runs for one chunk's backward:
 * ``stacked`` -- the earlier version (``approaches.chunk_backward_stacked``): the ``T`` states
   and adjoints stacked into ``(m, T, d_inner, N)`` tensors, then reduced;
 * ``stacked_t16`` -- the same with chunks of 16 steps instead of 32;
-* ``in_loop_t16`` -- ``in_loop`` with chunks of 16 steps;
+* ``in_loop_t16``, ``in_loop_t32`` -- ``in_loop`` with chunks of 16 or 32 steps (the package's
+  chunks, compiled: 16 on a GPU, 32 on a CPU);
 * ``in_loop_one_block`` -- ``in_loop`` with the whole of ``d_inner`` in one block (on a GPU;
   the CPU's blocks are set by ``fast_scan._CPU_BLOCK_ELEMENTS``), saving launches and the
-  per-block sums of ``dB``, ``dC`` at the cost of larger temporaries.
+  per-block sums of ``dB``, ``dC`` at the cost of larger temporaries;
+* ``in_loop_t16_one_block`` -- both of the last two.
 
 Each process compiles its variant (the first forward+backward call: ``compile_fb_s``; a
 non-empty ``compile_failures`` means the row timed the eager fallback), checks its gradients
@@ -43,7 +45,9 @@ VARIANTS = {  # name -> (the compiled chunk backward, steps per chunk, d_inner b
     #                 None: the package's)
     "in_loop": (chunk_scan.chunk_backward_functional, None, None),
     "in_loop_t16": (chunk_scan.chunk_backward_functional, 16, None),
+    "in_loop_t32": (chunk_scan.chunk_backward_functional, 32, None),
     "in_loop_one_block": (chunk_scan.chunk_backward_functional, None, 2 ** 40),
+    "in_loop_t16_one_block": (chunk_scan.chunk_backward_functional, 16, 2 ** 40),
     "stacked": (approaches.chunk_backward_stacked, None, None),
     "stacked_t16": (approaches.chunk_backward_stacked, 16, None),
 }
@@ -75,22 +79,21 @@ def main(argv=None):
     args = p.parse_args(argv)
     device = torch.device(args.device)
     backward, T, block = VARIANTS[args.variant]
-    T = T or fast_scan._CHUNK_COMPILED["parallel"]
+    chunks = fast_scan._CHUNK_COMPILED if device.type == "cpu" else fast_scan._CHUNK_COMPILED_GPU
+    T = T or chunks["parallel"]
     block = block or fast_scan._BLOCK_ELEMENTS
     shape = dict(SHAPES[device.type])  # issue 7's shapes: GPU b=4, d_inner=1536; CPU b=1, 768
     if common.quick():
         shape, args.lengths, T = dict(b=1, d=8, n=4), [33], 2
-    saved = (chunk_scan.chunk_backward_functional, fast_scan._CHUNK_COMPILED["parallel"],
-             fast_scan._BLOCK_ELEMENTS)
+    saved = (chunk_scan.chunk_backward_functional, chunks["parallel"], fast_scan._BLOCK_ELEMENTS)
     chunk_scan.chunk_backward_functional = backward  # what the compiled scan's backward runs
-    fast_scan._CHUNK_COMPILED["parallel"] = T
+    chunks["parallel"] = T
     fast_scan._BLOCK_ELEMENTS = block  # on a GPU: the backward's d_inner blocks
     scan_compile.forget_compiled()  # compile the variant, not a function compiled earlier
     try:
         rows = [_one_length(args, device, shape, L, T) for L in args.lengths]
     finally:  # the package as it was
-        (chunk_scan.chunk_backward_functional, fast_scan._CHUNK_COMPILED["parallel"],
-         fast_scan._BLOCK_ELEMENTS) = saved
+        chunk_scan.chunk_backward_functional, chunks["parallel"], fast_scan._BLOCK_ELEMENTS = saved
         scan_compile.forget_compiled()
         fast_scan.set_scan_compile(False)
     return rows

@@ -82,6 +82,7 @@ def bench_one(fn, inp, mode, device, repeats, budget_s):
 def _settings(kind):
     """The scan's size constants in effect, for the results file."""
     return dict(chunk=dict(fast_scan._CHUNK), chunk_compiled=dict(fast_scan._CHUNK_COMPILED),
+                chunk_compiled_gpu=dict(fast_scan._CHUNK_COMPILED_GPU),
                 block_elements=(fast_scan._CPU_BLOCK_ELEMENTS if kind == "cpu"
                                 else fast_scan._BLOCK_ELEMENTS),
                 min_block_channels=fast_scan._CPU_MIN_CHANNELS if kind == "cpu" else 1)

@@ -173,7 +173,24 @@ def machine_info(device: torch.device) -> dict:
         info["gpu"] = props.name
         info["gpu_memory_gb"] = round(props.total_memory / 2 ** 30, 1)
         info["cuda"] = torch.version.cuda
+        info["launch_us"] = round(launch_us(device), 2)
     return info
+
+
+def launch_us(device: torch.device, n: int = 2000) -> float:
+    """Host time per tiny kernel launch, in microseconds: ``n`` in-place adds on one element,
+    back to back. The GPU finishes each at once, so this is the host's cost (Python, dispatch,
+    driver), which bounds every launch-bound path (eager scans, decoding) and differs between
+    machines lent as the same kind."""
+    x = torch.zeros(1, device=device)
+    for _ in range(100):  # warm-up
+        x.add_(1)
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        x.add_(1)
+    _sync(device)
+    return (time.perf_counter() - t0) / n * 1e6
 
 
 def machine_name(device: torch.device) -> str:

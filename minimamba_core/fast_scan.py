@@ -40,6 +40,11 @@ from .scan_compile import scan_compile_enabled, scan_compile_failures, set_scan_
 
 _CHUNK = {"sequential": 64, "parallel": 32}  # time steps per chunk, per schedule (eager)
 _CHUNK_COMPILED = {"sequential": 32, "parallel": 32}  # compiled: the loop is unrolled, keep it short
+# Compiled on a GPU: chunks of 16 halve the backward's unrolled reverse loop (its per-step
+# reductions over d_inner run one after another) for twice the saved chunk-entry states; at
+# issue 7's shape on an H200, forward+backward 15.2-15.6 ms against 21.6-29.4 with chunks of 32
+# (device runs 5 and 6, benchmarks/README.md)
+_CHUNK_COMPILED_GPU = {"sequential": 32, "parallel": 16}
 _BLOCK_ELEMENTS = 2 ** 27  # largest (m, T, d_block, n) temporary of the parallel schedule (512 MiB fp32)
 # On a CPU: 8 MiB fp32 blocks (below glibc's largest mmap threshold, 32 MiB, so no page faults
 # per call once the threshold has risen) of at least 16 channels (Python's overhead per block);
@@ -178,6 +183,14 @@ def _parallel_backward_blocks(x, delta, A, B, C, entering, gy, g_last, T):
     return ddelta, dx, dB, dC, dA, dh0
 
 
+def _chunk_steps(schedule: str, device: torch.device) -> int:
+    """Time steps per chunk: ``_CHUNK`` eager; compiled, ``_CHUNK_COMPILED`` on a CPU and
+    ``_CHUNK_COMPILED_GPU`` elsewhere."""
+    if not scan_compile_enabled():
+        return _CHUNK[schedule]
+    return (_CHUNK_COMPILED if device.type == "cpu" else _CHUNK_COMPILED_GPU)[schedule]
+
+
 _SCHEDULE_FNS = {"sequential": (_sequential_forward, _sequential_backward),
                  "parallel": (_parallel_forward_blocks, _parallel_backward_blocks)}
 
@@ -193,7 +206,7 @@ class ChunkedScan(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, delta, A, B, C, h0, schedule):
-        T, L = (_CHUNK_COMPILED if scan_compile_enabled() else _CHUNK)[schedule], x.shape[1]
+        T, L = _chunk_steps(schedule, x.device), x.shape[1]
         # A = -inf (exp(A_log) overflowed) would make the padding steps' delta*A = 0*(-inf) = NaN;
         # the most negative finite value decays the same (exp(delta A) = 0 for delta > 0)
         A = A.clamp(min=torch.finfo(A.dtype).min)

@@ -10,7 +10,8 @@ functional loop fuses into a few kernels. Shapes are dynamic, so one compilation
 length (the first call still takes seconds to minutes: ``benchmarks/`` reports it). Inductor
 does choose each kernel's block sizes from the shapes of that first call: make it at the length
 you will run (on an H200, the scan first called at l = 2048 ran l = 8192 forward+backward in
-42.7 ms, against 21.6 ms when first called at 8192; ``benchmarks/README.md``).
+42.7 ms, against 21.6 ms when first called at 8192, both with chunks of 32 steps;
+``benchmarks/README.md``).
 """
 
 from __future__ import annotations
