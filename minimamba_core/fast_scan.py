@@ -21,9 +21,13 @@ Two schedules compute the same numbers:
   on a GPU, or ``_CPU_BLOCK_ELEMENTS`` on a CPU. There the gain is the memory allocator's:
   glibc hands a temporary above its mmap threshold (at most 32 MiB) fresh pages from the OS at
   every call, each page a fault; blocks of 8 MiB temporaries reuse freed memory instead. The
-  threshold starts at 128 KiB and rises only once a block that large has been freed, so in a
-  fresh process the blocks fault too until then (``benchmarks/bench_allocator.py``: 86 against
-  44 ms at l = 1024 on a 2-core machine; still faster than the loop's 99 ms).
+  threshold starts at 128 KiB and rises only once a block that large has been freed, and the
+  heap is trimmed back to the OS whenever more than twice the threshold is free at its top, so
+  in a fresh process the blocks fault too. The first scan on a CPU therefore allocates and frees
+  one 32 MiB - 4 KiB block (``_prime_allocator``: no page is touched), which raises both
+  thresholds for the process as any larger computation would (measured in a fresh process on a
+  2-core machine, forward at l = 256: 21-31 ms and 11,000-16,000 faults per call before,
+  9.3 ms and 230 faults after; ``benchmarks/bench_allocator.py`` times both).
 
 ``set_scan_compile(True)`` (or the environment variable ``MINIMAMBA_COMPILE=1``) runs the chunk
 functions through ``torch.compile``; where that is unavailable or fails, it warns once and stays
@@ -50,6 +54,10 @@ _BLOCK_ELEMENTS = 2 ** 27  # largest (m, T, d_block, n) temporary of the paralle
 # per call once the threshold has risen) of at least 16 channels (Python's overhead per block);
 # chosen by trial on a 2-core machine
 _CPU_BLOCK_ELEMENTS, _CPU_MIN_CHANNELS = 2 ** 21, 16
+# glibc raises its mmap threshold to the size of a freed mmapped block, up to 32 MiB, and its
+# trim threshold to twice that: one block just below 32 MiB, allocated and freed once
+_PRIME_ELEMENTS = (32 * 2 ** 20 - 4096) // 4
+_ALLOCATOR = {"primed": False}  # benchmarks set it to True to measure an unprimed allocator
 SCHEDULES = ("sequential", "parallel")
 SCHEDULE: str | None = None  # force one schedule everywhere (benchmarks); None: _default_schedule
 
@@ -183,6 +191,16 @@ def _parallel_backward_blocks(x, delta, A, B, C, entering, gy, g_last, T):
     return ddelta, dx, dB, dC, dA, dh0
 
 
+def _prime_allocator() -> None:
+    """Once per process: allocate and free a float32 block of ``_PRIME_ELEMENTS`` (untouched, so
+    no page is faulted in), raising glibc's mmap and trim thresholds (module doc). Elsewhere
+    than glibc it is one allocation and free, and harmless."""
+    if not _ALLOCATOR["primed"]:
+        _ALLOCATOR["primed"] = True
+        block = torch.empty(_PRIME_ELEMENTS)
+        del block
+
+
 def _chunk_steps(schedule: str, device: torch.device) -> int:
     """Time steps per chunk: ``_CHUNK`` eager; compiled, ``_CHUNK_COMPILED`` on a CPU and
     ``_CHUNK_COMPILED_GPU`` elsewhere."""
@@ -207,6 +225,8 @@ class ChunkedScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, delta, A, B, C, h0, schedule):
         T, L = _chunk_steps(schedule, x.device), x.shape[1]
+        if x.device.type == "cpu":
+            _prime_allocator()
         # A = -inf (exp(A_log) overflowed) would make the padding steps' delta*A = 0*(-inf) = NaN;
         # the most negative finite value decays the same (exp(delta A) = 0 for delta > 0)
         A = A.clamp(min=torch.finfo(A.dtype).min)
