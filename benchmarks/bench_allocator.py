@@ -12,9 +12,10 @@ The package therefore primes the allocator itself at its first CPU scan
 (``fast_scan._prime_allocator``).
 
 Each row runs in its own fresh Python process: one method, one length, one mode, and either a
-*fresh* allocator (the package's priming switched off) or a *primed* one (a 32 MiB - 4 KiB
-tensor allocated and freed first, as the package does, and as any larger earlier computation
-would). It records the median time (``common.measure``) and the
+*fresh* allocator (the package's priming switched off) or a *primed* one (a tensor of
+``fast_scan._PRIME_ELEMENTS`` float32, 28 MiB, allocated and freed first, as the package does,
+and as any larger earlier computation would; files before 2026-11-30's second allocator run
+used 32 MiB - 4 KiB, their ``prime_bytes``). It records the median time (``common.measure``) and the
 minor page faults per call (``resource.getrusage``). Rows go under ``allocator-cpu``.
 ``MINIMAMBA_QUICK=1`` shrinks the sizes to a smoke test.
 """

@@ -10,9 +10,9 @@ Variants of the function that ``torch.compile`` runs for one chunk's backward:
   reverse loop, so no ``(m, T, d_inner, N)`` tensor is built;
 * ``stacked`` -- the earlier version (``approaches.chunk_backward_stacked``): the ``T`` states
   and adjoints stacked into ``(m, T, d_inner, N)`` tensors, then reduced;
-* ``stacked_t16`` -- the same with chunks of 16 steps instead of 32;
-* ``in_loop_t16``, ``in_loop_t32`` -- ``in_loop`` with chunks of 16 or 32 steps (the package's
-  chunks, compiled: 16 on a GPU, 32 on a CPU);
+* ``stacked_t16`` -- the same with chunks of 16 steps;
+* ``in_loop_t16``, ``in_loop_t32`` -- ``in_loop`` with chunks of 16 or 32 steps (``in_loop``
+  and ``stacked`` take the package's compiled chunks: 16 on a GPU, 32 on a CPU);
 * ``in_loop_one_block`` -- ``in_loop`` with the whole of ``d_inner`` in one block (on a GPU;
   the CPU's blocks are set by ``fast_scan._CPU_BLOCK_ELEMENTS``), saving launches and the
   per-block sums of ``dB``, ``dC`` at the cost of larger temporaries;
@@ -78,6 +78,8 @@ def main(argv=None):
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     device = torch.device(args.device)
+    if device.type not in SHAPES:
+        p.error(f"--device {args.device}: issue 7 gives shapes for {sorted(SHAPES)} only")
     backward, T, block = VARIANTS[args.variant]
     chunks = fast_scan._CHUNK_COMPILED if device.type == "cpu" else fast_scan._CHUNK_COMPILED_GPU
     T = T or chunks["parallel"]
@@ -85,7 +87,8 @@ def main(argv=None):
     shape = dict(SHAPES[device.type])  # issue 7's shapes: GPU b=4, d_inner=1536; CPU b=1, 768
     if common.quick():
         shape, args.lengths, T = dict(b=1, d=8, n=4), [33], 2
-    saved = (chunk_scan.chunk_backward_functional, chunks["parallel"], fast_scan._BLOCK_ELEMENTS)
+    saved = (chunk_scan.chunk_backward_functional, chunks["parallel"], fast_scan._BLOCK_ELEMENTS,
+             fast_scan.scan_compile_enabled())
     chunk_scan.chunk_backward_functional = backward  # what the compiled scan's backward runs
     chunks["parallel"] = T
     fast_scan._BLOCK_ELEMENTS = block  # on a GPU: the backward's d_inner blocks
@@ -93,9 +96,9 @@ def main(argv=None):
     try:
         rows = [_one_length(args, device, shape, L, T) for L in args.lengths]
     finally:  # the package as it was
-        chunk_scan.chunk_backward_functional, chunks["parallel"], fast_scan._BLOCK_ELEMENTS = saved
+        chunk_scan.chunk_backward_functional, chunks["parallel"], fast_scan._BLOCK_ELEMENTS = saved[:3]
         scan_compile.forget_compiled()
-        fast_scan.set_scan_compile(False)
+        fast_scan.set_scan_compile(saved[3])
     return rows
 
 

@@ -24,10 +24,10 @@ Two schedules compute the same numbers:
   threshold starts at 128 KiB and rises only once a block that large has been freed, and the
   heap is trimmed back to the OS whenever more than twice the threshold is free at its top, so
   in a fresh process the blocks fault too. The first scan on a CPU therefore allocates and frees
-  one 32 MiB - 4 KiB block (``_prime_allocator``: no page is touched), which raises both
-  thresholds for the process as any larger computation would (measured in a fresh process on a
-  2-core machine, forward at l = 256: 21-31 ms and 11,000-16,000 faults per call before,
-  9.3 ms and 230 faults after; ``benchmarks/bench_allocator.py`` times both).
+  one 28 MiB block (``_prime_allocator``: no page is touched), which raises both thresholds for
+  the process as any larger computation would (on a 2-core machine, forward at l = 256 in a
+  fresh process: 25.0 ms and 11,229 page faults per call unprimed, 9.5 ms and 63 primed;
+  ``benchmarks/bench_allocator.py``, ``benchmarks/README.md``).
 
 ``set_scan_compile(True)`` (or the environment variable ``MINIMAMBA_COMPILE=1``) runs the chunk
 functions through ``torch.compile``; where that is unavailable or fails, it warns once and stays
@@ -46,8 +46,8 @@ _CHUNK = {"sequential": 64, "parallel": 32}  # time steps per chunk, per schedul
 _CHUNK_COMPILED = {"sequential": 32, "parallel": 32}  # compiled: the loop is unrolled, keep it short
 # Compiled on a GPU: chunks of 16 halve the backward's unrolled reverse loop (its per-step
 # reductions over d_inner run one after another) for twice the saved chunk-entry states; at
-# issue 7's shape on an H200, forward+backward 15.2-15.6 ms against 21.6-29.4 with chunks of 32
-# (device runs 5 and 6, benchmarks/README.md)
+# issue 7's shape on H200s, faster than 32 in every pairing measured, though each pairing spans
+# two processes or machines (benchmarks/README.md, device run 6)
 _CHUNK_COMPILED_GPU = {"sequential": 32, "parallel": 16}
 _BLOCK_ELEMENTS = 2 ** 27  # largest (m, T, d_block, n) temporary of the parallel schedule (512 MiB fp32)
 # On a CPU: 8 MiB fp32 blocks (below glibc's largest mmap threshold, 32 MiB, so no page faults
@@ -55,8 +55,9 @@ _BLOCK_ELEMENTS = 2 ** 27  # largest (m, T, d_block, n) temporary of the paralle
 # chosen by trial on a 2-core machine
 _CPU_BLOCK_ELEMENTS, _CPU_MIN_CHANNELS = 2 ** 21, 16
 # glibc raises its mmap threshold to the size of a freed mmapped block, up to 32 MiB, and its
-# trim threshold to twice that: one block just below 32 MiB, allocated and freed once
-_PRIME_ELEMENTS = (32 * 2 ** 20 - 4096) // 4
+# trim threshold to twice that: one float32 block of 28 MiB, allocated and freed once (below
+# 32 MiB even with the 2 MiB alignment PyTorch uses under THP_MEM_ALLOC_ENABLE=1)
+_PRIME_ELEMENTS = 28 * 2 ** 20 // 4
 _ALLOCATOR = {"primed": False}  # benchmarks set it to True to measure an unprimed allocator
 SCHEDULES = ("sequential", "parallel")
 SCHEDULE: str | None = None  # force one schedule everywhere (benchmarks); None: _default_schedule
@@ -194,11 +195,13 @@ def _parallel_backward_blocks(x, delta, A, B, C, entering, gy, g_last, T):
 def _prime_allocator() -> None:
     """Once per process: allocate and free a float32 block of ``_PRIME_ELEMENTS`` (untouched, so
     no page is faulted in), raising glibc's mmap and trim thresholds (module doc). Elsewhere
-    than glibc it is one allocation and free, and harmless."""
-    if not _ALLOCATOR["primed"]:
-        _ALLOCATOR["primed"] = True
-        block = torch.empty(_PRIME_ELEMENTS)
-        del block
+    than glibc it is one allocation and free, and harmless. Skipped while ``torch.compile``
+    traces (a guard on the flag would compile the caller twice)."""
+    if torch.compiler.is_compiling() or _ALLOCATOR["primed"]:
+        return
+    _ALLOCATOR["primed"] = True
+    block = torch.empty(_PRIME_ELEMENTS, dtype=torch.float32)  # not the default dtype: 28 MiB
+    del block
 
 
 def _chunk_steps(schedule: str, device: torch.device) -> int:
@@ -264,7 +267,8 @@ def chunked_scan(x, delta, A, B, C, h0=None, schedule: str | None = None):
 
     Args as :class:`ChunkedScan`, all in one float dtype on one device; ``h0`` zeros when
     ``None``; ``schedule`` ``"sequential"`` or ``"parallel"``, by default
-    :func:`_default_schedule`'s choice. Raises ``ValueError`` for an unknown schedule.
+    :func:`_default_schedule`'s choice. Raises ``ValueError`` for an unknown schedule or an
+    empty sequence (l = 0).
     """
     if schedule is None:
         schedule = SCHEDULE or _default_schedule(x, A)

@@ -1,8 +1,11 @@
 """The fast scan (``fast_scan.py``, ``chunk_scan.py``) against the float64 sequential reference,
 its building blocks against each other, and the compile switch's fallbacks."""
 
+import os
+import platform
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -340,12 +343,48 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5)
 """
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc thresholds")
+_GLIBC_DEFAULTS = (platform.libc_ver()[0] == "glibc"
+                   and not any(k.startswith("MALLOC_") or k == "THP_MEM_ALLOC_ENABLE" for k in os.environ))
+
+
+@pytest.mark.skipif(not _GLIBC_DEFAULTS, reason="needs glibc's malloc with its default thresholds")
 def test_first_cpu_scan_primes_the_allocator_so_temporaries_stop_faulting():
     # A fresh process each: the thresholds only ever rise. Measured on the project's machine:
     # 6,400-21,000 minor faults per call unprimed (its ~6 MiB temporaries come fresh from the OS
-    # each call), 270-900 primed; the bound leaves a margin either way.
-    faults = {mode: float(subprocess.run([sys.executable, "-c", _FAULTS_SCRIPT, mode], check=True,
-                                         capture_output=True, text=True).stdout.split()[-1])
+    # each call), 0-900 primed; the bound leaves a margin either way.
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
+    faults = {mode: float(subprocess.run([sys.executable, "-c", _FAULTS_SCRIPT, mode], check=True, cwd=root,
+                                         env=env, capture_output=True, text=True).stdout.split()[-1])
               for mode in ("on", "off")}
     assert faults["on"] < 3000 < faults["off"], faults
+
+
+def test_priming_allocates_28_mib_of_float32_whatever_the_default_dtype(monkeypatch):
+    # 28 MiB stays below glibc's 32 MiB ceiling; a float64 default would have made it 56 MiB
+    sizes, real_empty = [], torch.empty
+    monkeypatch.setattr(torch, "empty", lambda *a, **k: sizes.append(real_empty(*a, **k).nbytes) or real_empty(0))
+    monkeypatch.setitem(fast_scan._ALLOCATOR, "primed", False)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        fast_scan._prime_allocator()
+        fast_scan._prime_allocator()  # once per process
+    finally:
+        torch.set_default_dtype(default)
+    assert sizes == [28 * 2 ** 20]
+
+
+def test_a_user_compiled_function_calling_the_scan_compiles_once(monkeypatch):
+    # The priming flag must not become a dynamo guard: it flips after the first call, which
+    # would compile the user's function a second time.
+    torch._dynamo.reset()
+    monkeypatch.setitem(fast_scan._ALLOCATOR, "primed", False)
+    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
+    g = torch.Generator().manual_seed(0)
+    x, B, C = (torch.randn(*s, generator=g) for s in ((1, 40, 8), (1, 40, 4), (1, 40, 4)))
+    delta, A = torch.rand(1, 40, 8, generator=g) * 0.1, -torch.rand(8, 4, generator=g)
+    f = torch.compile(lambda *a: fast_scan.chunked_scan(*a)[0], backend="eager")
+    f(x, delta, A, B, C)
+    f(2 * x, delta, A, B, C)  # raises on a recompile
+    torch._dynamo.reset()
