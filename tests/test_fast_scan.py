@@ -380,11 +380,11 @@ def test_a_user_compiled_function_calling_the_scan_compiles_once(monkeypatch):
     # would compile the user's function a second time.
     torch._dynamo.reset()
     monkeypatch.setitem(fast_scan._ALLOCATOR, "primed", False)
-    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
     g = torch.Generator().manual_seed(0)
     x, B, C = (torch.randn(*s, generator=g) for s in ((1, 40, 8), (1, 40, 4), (1, 40, 4)))
     delta, A = torch.rand(1, 40, 8, generator=g) * 0.1, -torch.rand(8, 4, generator=g)
     f = torch.compile(lambda *a: fast_scan.chunked_scan(*a)[0], backend="eager")
-    f(x, delta, A, B, C)
-    f(2 * x, delta, A, B, C)  # raises on a recompile
+    with torch._dynamo.config.patch(error_on_recompile=True):  # (monkeypatch's undo deletes it)
+        f(x, delta, A, B, C)
+        f(2 * x, delta, A, B, C)  # raises on a recompile
     torch._dynamo.reset()
