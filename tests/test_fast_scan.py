@@ -350,14 +350,16 @@ _GLIBC_DEFAULTS = (platform.libc_ver()[0] == "glibc"
 @pytest.mark.skipif(not _GLIBC_DEFAULTS, reason="needs glibc's malloc with its default thresholds")
 def test_first_cpu_scan_primes_the_allocator_so_temporaries_stop_faulting():
     # A fresh process each: the thresholds only ever rise. Measured on the project's machine:
-    # 6,400-21,000 minor faults per call unprimed (its ~6 MiB temporaries come fresh from the OS
-    # each call), 0-900 primed; the bound leaves a margin either way.
+    # 0-900 minor faults per call primed; unprimed 6,400-21,000 (its ~6 MiB temporaries come
+    # fresh from the OS each call), but once only 1,222 in CI: how many faults fresh memory
+    # costs depends on the kernel (huge pages) and on what the imports freed. So the bound is
+    # on the primed count, and unprimed must not be lower.
     root = Path(__file__).resolve().parents[1]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
     faults = {mode: float(subprocess.run([sys.executable, "-c", _FAULTS_SCRIPT, mode], check=True, cwd=root,
                                          env=env, capture_output=True, text=True).stdout.split()[-1])
               for mode in ("on", "off")}
-    assert faults["on"] < 3000 < faults["off"], faults
+    assert faults["on"] < 3000 and faults["on"] < faults["off"], faults
 
 
 def test_priming_allocates_28_mib_of_float32_whatever_the_default_dtype(monkeypatch):
