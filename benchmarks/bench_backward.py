@@ -1,4 +1,4 @@
-"""The compiled scan's backward, written two ways, timed on the scan of issue 7 (one process each).
+"""The compiled scan's backward in variants, timed on the scan of issue 7 (one process each).
 
     python -m benchmarks.bench_backward --device cuda --variant in_loop --lock /tmp/gpu.lock
     python -m benchmarks.bench_backward --device cuda --variant stacked --lock /tmp/gpu.lock
@@ -118,8 +118,8 @@ def _one_length(args, device, shape, L, T):
         with torch.no_grad():
             compiled(**inp)
 
-    row = dict(variant=args.variant, L=L, chunk=T, dtype="float32",
-               block_elements=fast_scan._BLOCK_ELEMENTS)
+    row = dict(variant=args.variant, L=L, chunk=T, dtype="float32",  # the d_inner blocks in effect:
+               block_elements=fast_scan._CPU_BLOCK_ELEMENTS if device.type == "cpu" else fast_scan._BLOCK_ELEMENTS)
     t0 = time.perf_counter()
     fwd_bwd()  # compiles; other processes may be timing meanwhile (it runs little on the GPU)
     common._sync(device)

@@ -191,7 +191,11 @@ def selective_scan_parallel(
 ):
     """The selective scan, parallel in time; the same function as :func:`selective_scan_sequential`.
 
-    Same arguments, shapes, dtypes, returns and errors as :func:`selective_scan_sequential`.
+    Same arguments, shapes, dtypes, returns and errors as :func:`selective_scan_sequential`:
+    ``x, delta, z (batch, seqlen, d_inner)``, ``A (d_inner, d_state)``, ``B, C (batch, seqlen,
+    d_state)``, ``D, delta_bias (d_inner,)``, ``h0 (batch, d_inner, d_state)``; returns ``y (batch,
+    seqlen, d_inner)``, and the last state ``(batch, d_inner, d_state)`` with
+    ``return_last_state``.
     Runs the chunked scan of ``fast_scan.py`` (notebook ``11_performance``): chunks of ``T``
     steps, each chunk's effect summarized without a loop, the summaries scanned, then all chunks
     side by side (``fast_scan.SCHEDULE = "sequential"`` runs them one after another instead,

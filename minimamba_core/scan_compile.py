@@ -6,8 +6,10 @@
 ``torch.compile`` is missing, or compiling fails at a call, it warns once and the scan runs eager.
 Compiled, the in-place eager chunk functions are replaced by their ``*_functional`` twins:
 Inductor turns an in-place update of a slice into a copy of the whole buffer per step, while the
-functional loop fuses into a few kernels. Shapes are dynamic, so one compilation serves every
-length (the first call still takes seconds to minutes: ``benchmarks/`` reports it). Inductor
+functional loop fuses into a few kernels. Shapes are dynamic, so one compilation serves most
+lengths (the first call still takes seconds to minutes: ``benchmarks/`` reports it); dynamo still
+compiles again for a batch of 1 (it specializes sizes 0 and 1) and for a length that is not a
+multiple of the chunk (the padded outputs' strides differ), tens of seconds each on a CPU. Inductor
 does choose each kernel's block sizes from the shapes of that first call: make it at the length
 you will run (on an H200, the scan first called at l = 2048 ran l = 8192 forward+backward in
 42.7 ms, against 21.6 ms when first called at 8192, both with chunks of 32 steps;
@@ -88,7 +90,7 @@ def maybe_compiled(name: str, eager, to_compile=None):
             or getattr(made, "compiler", None) is not torch.compile):
         del _compile["fns"][name]  # made from other functions or by another torch.compile (tests swap both)
     if name not in _compile["fns"]:
-        # dynamic: one compilation serves every length and block width (compiling takes minutes)
+        # dynamic: one compilation serves most lengths and block widths (module doc: when not)
         compiled = torch.compile(to_compile or eager, dynamic=True)
 
         def guarded(*args):
