@@ -87,6 +87,7 @@ def main(argv=None):
                           flush=True)
     common.write_results(args.out, "allocator-cpu", dict(machine=common.machine_info(torch.device("cpu")),
                                                           prime_bytes=fast_scan._PRIME_ELEMENTS * 4, rows=rows))
+    print(f"wrote {args.out}")
     return rows
 
 

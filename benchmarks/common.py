@@ -201,15 +201,36 @@ def machine_name(device: torch.device) -> str:
     return f"cpu-{torch.get_num_threads()}t"
 
 
+_ROW_KEYS = ("method", "lib", "variant", "L", "dtype", "mode", "allocator")  # what a row measured
+
+
+def _row_key(row: dict) -> tuple:
+    return tuple(row.get(k) for k in _ROW_KEYS)
+
+
 def write_results(path: str, section: str, payload: dict) -> None:
-    """Merge ``payload`` under ``section`` into the JSON file at ``path`` (created if missing)."""
+    """Merge ``payload`` under ``section`` into the JSON file at ``path`` (created if missing).
+
+    A later run adds its rows; a row that measures the same thing as an earlier one (same
+    method or library or variant, length, dtype, mode, allocator) replaces it, unless it is only
+    a skip (``status`` "skipped: ..." or "not measured: ..."). The file is written to a
+    temporary name and renamed, so an interrupted write leaves the old file whole.
+    """
     data = {}
     if os.path.exists(path):
         with open(path) as f:
             data = json.load(f)
-    if "rows" in data.get(section, {}) and "rows" in payload:  # a later run adds its rows
-        payload = dict(payload, rows=data[section]["rows"] + payload["rows"])
+    if "rows" in data.get(section, {}) and "rows" in payload:
+        def skip(r):
+            return str(r.get("status", "")).startswith(("skipped", "not measured"))
+
+        new = {_row_key(r) for r in payload["rows"] if not skip(r)}
+        kept = [r for r in data[section]["rows"] if _row_key(r) not in new]
+        old = {_row_key(r) for r in kept}
+        payload = dict(payload, rows=kept + [r for r in payload["rows"] if not (skip(r) and _row_key(r) in old)])
     data[section] = payload
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
         json.dump(data, f, indent=1)
+    os.replace(tmp, path)

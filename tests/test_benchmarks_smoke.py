@@ -95,3 +95,16 @@ def test_allocator_benchmark_runs_fresh_processes(tmp_path):
     _check_rows(rows)
     assert sorted(r["allocator"] for r in rows) == ["fresh", "primed"]
     assert all(r["minor_faults_per_call"] >= 0 for r in rows)
+
+
+def test_results_file_keeps_one_row_per_measurement(tmp_path):
+    from benchmarks import common
+
+    out = str(tmp_path / "r.json")
+    row = dict(method="ours_eager", L=8, dtype="float32", mode="fwd")
+    common.write_results(out, "scan-cpu", dict(rows=[dict(row, ms=2.0), dict(row, L=16, ms=3.0)]))
+    common.write_results(out, "scan-cpu", dict(rows=[dict(row, ms=1.0)]))  # the same one again
+    common.write_results(out, "scan-cpu", dict(rows=[dict(row, L=16, status="skipped: out of time")]))
+    rows = json.loads((tmp_path / "r.json").read_text())["scan-cpu"]["rows"]
+    assert sorted((r["L"], r["ms"]) for r in rows) == [(8, 1.0), (16, 3.0)]  # replaced; a skip is not
+    assert not list(tmp_path.glob("*.tmp-*"))  # written through a temporary file, renamed
