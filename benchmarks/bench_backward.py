@@ -81,7 +81,7 @@ def main(argv=None):
     if device.type not in SHAPES:
         p.error(f"--device {args.device}: issue 7 gives shapes for {sorted(SHAPES)} only")
     backward, T, block = VARIANTS[args.variant]
-    chunks = fast_scan._CHUNK_COMPILED if device.type == "cpu" else fast_scan._CHUNK_COMPILED_GPU
+    chunks = fast_scan._compiled_chunks(device)
     T = T or chunks["parallel"]
     block = block or fast_scan._BLOCK_ELEMENTS
     shape = dict(SHAPES[device.type])  # issue 7's shapes: GPU b=4, d_inner=1536; CPU b=1, 768
@@ -118,8 +118,8 @@ def _one_length(args, device, shape, L, T):
         with torch.no_grad():
             compiled(**inp)
 
-    row = dict(variant=args.variant, L=L, chunk=T, dtype="float32",  # the d_inner blocks in effect:
-               block_elements=fast_scan._CPU_BLOCK_ELEMENTS if device.type == "cpu" else fast_scan._BLOCK_ELEMENTS)
+    row = dict(variant=args.variant, L=L, chunk=T, dtype="float32",
+               block_elements=fast_scan._block_elements(device))  # the d_inner blocks in effect
     t0 = time.perf_counter()
     fwd_bwd()  # compiles; other processes may be timing meanwhile (it runs little on the GPU)
     common._sync(device)

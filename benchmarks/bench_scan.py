@@ -83,8 +83,7 @@ def _settings(kind):
     """The scan's size constants in effect, for the results file."""
     return dict(chunk=dict(fast_scan._CHUNK), chunk_compiled=dict(fast_scan._CHUNK_COMPILED),
                 chunk_compiled_gpu=dict(fast_scan._CHUNK_COMPILED_GPU),
-                block_elements=(fast_scan._CPU_BLOCK_ELEMENTS if kind == "cpu"
-                                else fast_scan._BLOCK_ELEMENTS),
+                block_elements=fast_scan._block_elements(torch.device(kind)),
                 min_block_channels=fast_scan._CPU_MIN_CHANNELS if kind == "cpu" else 1)
 
 

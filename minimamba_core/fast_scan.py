@@ -155,7 +155,7 @@ def _d_blocks(x, n, budget=None):
     minimum width, the smallest divisor of ``d`` above it."""
     b, L, d = x.shape
     cpu = x.device.type == "cpu"
-    budget = budget or (_CPU_BLOCK_ELEMENTS if cpu else _BLOCK_ELEMENTS)
+    budget = budget or _block_elements(x.device)
     least = min(d, _CPU_MIN_CHANNELS if cpu else 1)
     step = min(d, max(least, budget // max(1, b * L * n)))
     step = max(k for k in range(1, step + 1) if d % k == 0)
@@ -204,12 +204,20 @@ def _prime_allocator() -> None:
     del block
 
 
+def _block_elements(device: torch.device) -> int:
+    """The default ``d_inner`` block budget: ``_CPU_BLOCK_ELEMENTS`` on a CPU, else ``_BLOCK_ELEMENTS``."""
+    return _CPU_BLOCK_ELEMENTS if device.type == "cpu" else _BLOCK_ELEMENTS
+
+
+def _compiled_chunks(device: torch.device) -> dict:
+    """Steps per chunk per schedule when compiled: ``_CHUNK_COMPILED`` on a CPU, else
+    ``_CHUNK_COMPILED_GPU`` (the dict itself, which benchmarks change and restore)."""
+    return _CHUNK_COMPILED if device.type == "cpu" else _CHUNK_COMPILED_GPU
+
+
 def _chunk_steps(schedule: str, device: torch.device) -> int:
-    """Time steps per chunk: ``_CHUNK`` eager; compiled, ``_CHUNK_COMPILED`` on a CPU and
-    ``_CHUNK_COMPILED_GPU`` elsewhere."""
-    if not scan_compile_enabled():
-        return _CHUNK[schedule]
-    return (_CHUNK_COMPILED if device.type == "cpu" else _CHUNK_COMPILED_GPU)[schedule]
+    """Time steps per chunk: ``_CHUNK`` eager, :func:`_compiled_chunks` compiled."""
+    return (_compiled_chunks(device) if scan_compile_enabled() else _CHUNK)[schedule]
 
 
 _SCHEDULE_FNS = {"sequential": (_sequential_forward, _sequential_backward),
