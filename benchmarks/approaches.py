@@ -44,6 +44,69 @@ def _ours_compiled_eager_edges(x, delta, A, B, C, D, z, delta_bias):
     return mm.scan._finish(y, x, D, z, out_dtype)
 
 
+_ARGS = ("x", "delta", "A", "B", "C", "D", "z", "delta_bias")
+
+
+def _ours_compiled_cudagraph():
+    """Ours compiled, then captured as CUDA graphs, one per shape, dtype and grad mode.
+
+    A compiled forward+backward launches hundreds of small kernels, each costing the host a few
+    microseconds; a CUDA graph replays all of them from one launch. The capture is PyTorch's:
+    ``torch.cuda.graph`` for a forward without grad, ``torch.cuda.make_graphed_callables``
+    (forward and backward graphs) with grad. A graph runs on fixed input buffers: here the
+    tensors of the call that captured it (as a training loop would refill its own), so a call
+    with other tensors first copies them in; its outputs and the gradients it hands to autograd
+    live in the graph's memory and are overwritten by the next replay. ``run.capture_peak_mb``
+    is the peak extra memory of the last capture (warm-up calls included), ``run.held_mb`` what
+    the graphs keep allocated afterwards; replays allocate nothing more.
+    """
+    scan = _ours(compiled=True)
+    graphs = {}
+
+    def positional(*args):
+        return scan(**dict(zip(_ARGS, args)))
+
+    def capture(args):
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        if torch.is_grad_enabled() and any(a.requires_grad for a in args):
+            graphed = torch.cuda.make_graphed_callables(positional, args)
+        else:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(3):  # warm-up off the capture: compiles, fills the allocator
+                    positional(*args)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                out = positional(*args)
+
+            def graphed(*new):
+                for static, a in zip(args, new):
+                    if static.data_ptr() != a.data_ptr():
+                        static.copy_(a)
+                graph.replay()
+                return out
+        torch.cuda.synchronize()
+        run.capture_peak_mb = (torch.cuda.max_memory_allocated() - before) / 2 ** 20
+        run.held_mb = (torch.cuda.memory_allocated() - before) / 2 ** 20
+        return graphed
+
+    def run(x, delta, A, B, C, D, z, delta_bias):
+        args = (x, delta, A, B, C, D, z, delta_bias)
+        if x.device.type != "cuda":
+            raise ValueError(f"ours_compiled_cudagraph captures CUDA graphs; got tensors on {x.device}")
+        key = tuple((a.shape, a.dtype, a.requires_grad) for a in args) + (torch.is_grad_enabled(),)
+        if key not in graphs:
+            graphs.clear()  # one shape at a time: a graph holds its memory pool
+            graphs[key] = capture(args)
+        return graphs[key](*args)
+
+    return run
+
+
 def sequential(x, delta, A, B, C, D, z, delta_bias):
     """Our reference loop (``selective_scan_sequential``)."""
     return mm.selective_scan_sequential(x, delta, A, B, C, D=D, z=z, delta_bias=delta_bias,
@@ -153,6 +216,7 @@ METHODS = {
     "ours_eager_parallel_schedule": (lambda: _ours("parallel"), None, True),
     "ours_compiled": (lambda: _ours(compiled=True), None, True),
     "ours_compiled_parallel_schedule": (lambda: _ours("parallel", compiled=True), None, True),
+    "ours_compiled_cudagraph": (_ours_compiled_cudagraph, None, True),
     "ours_compiled_eager_edges": (lambda: _ours_compiled_eager_edges, None, True),
     "ours_loop_reference": (lambda: sequential, None, True),
     "blocked_autograd_before": (lambda: _materialized(lambda a, u: _blocked_scan(a, u)[1]), None, True),

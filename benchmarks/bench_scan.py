@@ -28,7 +28,7 @@ SHAPES = {"cpu": dict(b=1, d=768, n=16), "cuda": dict(b=4, d=1536, n=16)}
 DEFAULT_METHODS = {
     "cpu": ["ours_eager", "ours_eager_sequential_schedule", "ours_compiled", "ours_loop_reference",
             "blocked_autograd_before", "mambapy_pscan", "transformers_loop"],
-    "cuda": ["ours_eager", "ours_compiled", "assoc_scan_compiled", "mambapy_pscan",
+    "cuda": ["ours_eager", "ours_compiled", "ours_compiled_cudagraph", "assoc_scan_compiled", "mambapy_pscan",
              "transformers_loop", "ours_loop_reference", "mamba_ssm_cuda"],
 }
 # Longest length per (device, method, mode) worth waiting for; longer ones are skipped.
@@ -138,7 +138,7 @@ def main(argv=None):
                         continue  # a peer not installed here: no column
                     if name == "mamba_ssm_cuda" and kind != "cuda":
                         continue
-                    if name == "assoc_scan_compiled" and kind != "cuda":
+                    if name in ("assoc_scan_compiled", "ours_compiled_cudagraph") and kind != "cuda":
                         continue
                     limit = MAX_LEN.get((kind, name, mode))
                     if (mode == "fwd+bwd" and not has_backward) or (limit and l > limit):
@@ -156,6 +156,10 @@ def main(argv=None):
                     row.update(bench_one(fn, inp, mode, device, args.repeats, args.budget_s))
                     if "compiled" in name:
                         row["compile_failures"] = fast_scan.scan_compile_failures()
+                    if getattr(fn, "capture_peak_mb", None) is not None and "peak_mb" in row:
+                        # replays allocate nothing: the graph's memory is the capture's peak
+                        row.update(replay_peak_mb=row["peak_mb"], peak_mb=fn.capture_peak_mb,
+                                   held_mb=fn.held_mb)
                     fast_scan.set_scan_compile(False)
                     rows.append(row)
                     shown = f"{row['ms']:.3f} ms, {row.get('peak_mb', 0):.0f} MB" if "ms" in row else row["status"]

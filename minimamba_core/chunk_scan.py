@@ -65,14 +65,14 @@ def chunk_backward(h_in, lam_in, delta, x, A, B, C, gy):
     """
     A_bar, u = discretize(delta, x, A, B)
     h = forward_states(h_in, A_bar, u)  # (m, T, d, n), recomputed rather than stored
-    dC = torch.einsum("mtdn,mtd->mtn", h, gy)  # (m, T, n)
+    dC = torch.matmul(gy[:, :, None, :], h)[:, :, 0]  # (m, T, n)   sum_d gy_t h_t
     lam = gy[..., None] * C[:, :, None, :]  # (m, T, d, n)   C_t gy_t
     lam[:, -1] += lam_in
     for t in range(lam.shape[1] - 2, -1, -1):
         lam[:, t].addcmul_(A_bar[:, t + 1], lam[:, t + 1])  # (m, d, n)   the adjoint recurrence
     q = torch.matmul(lam, B[..., None])[..., 0]  # (m, T, d)   sum_n lam_t B_t
     dx = delta * q  # (m, T, d)
-    dB = torch.einsum("mtdn,mtd->mtn", lam, delta * x)  # (m, T, n)
+    dB = torch.matmul((delta * x)[:, :, None, :], lam)[:, :, 0]  # (m, T, n)   sum_d lam_t delta_t x_t
     g = lam.mul_(A_bar)  # (m, T, d, n)   lam_t A_bar_t, reusing lam's memory
     dh_in = g[:, 0].clone()  # (m, d, n)   A_bar_0 lam_0
     g[:, 1:] *= h[:, :-1]  # lam_t A_bar_t h_{t-1}
@@ -111,17 +111,28 @@ def group_summary(ds, e, A):
 
 def group_states(h, ds, e, A):
     """States entering each step of ``h_k = exp(ds_k A) h_{k-1} + e_k`` from ``h (m, d, n)``:
-    ``(m, T, d, n)``, and the state after the group ``(m, d, n)``. A loop of ``T`` steps."""
+    ``(m, T, d, n)``, and the state after the group ``(m, d, n)``. A loop of ``T`` steps, each
+    one fused ``addcmul`` (the decays ``exp(ds_k A)`` are taken for all steps at once)."""
+    decay = torch.exp(ds[..., None] * A)  # (m, T, d, n)
+    states = torch.empty_like(e)  # (m, T, d, n)
+    for k in range(ds.shape[1]):
+        states[:, k] = h
+        h = torch.addcmul(e[:, k], decay[:, k], h)  # (m, d, n)
+    return states, h
+
+
+# ---- the same functions written without in-place updates, for torch.compile -----------------
+# Inductor turns an in-place update of a slice into a copy of the whole buffer per step; written
+# functionally, the unrolled loop fuses into a few kernels that keep ``h`` in registers.
+
+
+def group_states_functional(h, ds, e, A):
+    """:func:`group_states` without in-place updates (same arguments and returns)."""
     states = []
     for k in range(ds.shape[1]):
         states.append(h)
         h = torch.exp(ds[:, k, :, None] * A) * h + e[:, k]  # (m, d, n)
     return torch.stack(states, dim=1), h
-
-
-# ---- the same two functions written without in-place updates, for torch.compile -------------
-# Inductor turns an in-place update of a slice into a copy of the whole buffer per step; written
-# functionally, the unrolled loop fuses into a few kernels that keep ``h`` in registers.
 
 
 def chunk_forward_functional(h, delta, x, A, B, C):

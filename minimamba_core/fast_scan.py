@@ -75,6 +75,8 @@ def _recurrence_states(ds, e, A, h0, T):
     (recursively, ``log_T K`` levels), then every group's ``T`` steps side by side.
     """
     b, K, d, n = e.shape
+    if K < T and not scan_compile_enabled():
+        T = K  # one group, no padding steps (compiled, one loop length keeps one graph)
     G = -(-K // T)
     ds = _pad_time(ds, G * T - K).reshape(b * G, T, d)
     e = _pad_time(e, G * T - K).reshape(b * G, T, d, n)

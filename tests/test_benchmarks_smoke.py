@@ -40,13 +40,22 @@ def test_every_method_computes_the_same_function():
     inp = bench_scan.make_inputs(1, 19, 4, 3, torch.float64, "cpu", seed=0)
     ref = approaches.sequential(**inp)
     for name, (factory, package, _) in approaches.METHODS.items():
-        compiled = ("assoc_scan_compiled", "mamba_ssm_cuda", "ours_compiled",
-                    "ours_compiled_parallel_schedule", "ours_compiled_eager_edges")
+        compiled = ("assoc_scan_compiled", "mamba_ssm_cuda", "ours_compiled",  # and CUDA only:
+                    "ours_compiled_parallel_schedule", "ours_compiled_eager_edges",
+                    "ours_compiled_cudagraph")
         if name in compiled or not approaches.available(package or ""):  # no compiling here
             continue
         y = factory()(**{k: (v.float() if k not in ("A", "D", "delta_bias") else v.float())
                          for k, v in inp.items()})
         torch.testing.assert_close(y.double(), ref, atol=1e-4, rtol=1e-4, msg=name)
+
+
+def test_cuda_graph_method_refuses_cpu_tensors():
+    import torch
+
+    inp = bench_scan.make_inputs(1, 5, 4, 3, torch.float32, "cpu", seed=0)
+    with pytest.raises(ValueError, match="CUDA"):
+        approaches.METHODS["ours_compiled_cudagraph"][0]()(**inp)
 
 
 def test_model_benchmark_writes_rows(tmp_path):

@@ -113,6 +113,10 @@ def test_functional_twins_equal_the_in_place_chunk_functions():
     args = (inp["h0"], lam_in, inp["delta"], inp["x"], inp["A"], inp["B"], inp["C"], gy)
     for a, b in zip(cs.chunk_backward(*args), cs.chunk_backward_functional(*args)):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
+    e = torch.randn(m, T, d, n, generator=g, dtype=torch.float64)
+    args = (inp["h0"], inp["delta"], e, inp["A"])
+    for a, b in zip(cs.group_states(*args), cs.group_states_functional(*args)):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
 
 
 def test_summaries_equal_the_loops_they_replace():
@@ -197,7 +201,7 @@ def test_cpu_blocks_fit_the_cache_budget_with_a_minimum_width():
 
 @pytest.mark.parametrize("name", ["chunk_forward_functional", "chunk_backward_functional",
                                   "chunk_summary_forward", "chunk_summary_backward",
-                                  "group_summary", "group_states"])
+                                  "group_summary", "group_states_functional"])
 def test_compiled_chunk_functions_trace_without_graph_breaks(name):
     # A graph break makes dynamo run the whole function eager, silently: torch 2.11 could not
     # trace `lams[t] = lam`, and the "compiled" backward ran eager on the GPU (issue 7's report).
@@ -209,7 +213,7 @@ def test_compiled_chunk_functions_trace_without_graph_breaks(name):
     args = {"chunk_forward_functional": (h, delta, x, A, B, C),
             "chunk_backward_functional": (h, lam, delta, x, A, B, C, gy),
             "chunk_summary_forward": (delta, x, A, B), "chunk_summary_backward": (delta, A, C, gy),
-            "group_summary": (delta, e, A), "group_states": (h, delta, e, A)}[name]
+            "group_summary": (delta, e, A), "group_states_functional": (h, delta, e, A)}[name]
     explained = torch._dynamo.explain(getattr(cs, name))(*args)
     assert explained.graph_break_count == 0, explained.break_reasons
     assert explained.graph_count == 1
