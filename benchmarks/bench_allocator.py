@@ -55,7 +55,8 @@ def _child(method: str, L: int, mode: str, primed: bool, threads: int) -> dict:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096])
     p.add_argument("--methods", nargs="+", default=["ours_eager", "ours_loop_reference"])

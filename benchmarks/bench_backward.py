@@ -69,7 +69,8 @@ def _turn(path):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--variant", choices=sorted(VARIANTS), default="in_loop")
     p.add_argument("--lengths", type=int, nargs="+", default=[8192],

@@ -16,7 +16,6 @@ Results are merged into ``--out`` under ``model-<device>``; schema in ``benchmar
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 import torch
@@ -102,7 +101,8 @@ def decode(kind, model, prompt, new):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--libs", nargs="+", default=["ours", "ours_compiled", "transformers", "mambapy"])
@@ -111,7 +111,8 @@ def main(argv=None):
                    help="CPU timing: wall clock, or this process's CPU time (for a shared machine)")
     p.add_argument("--deadline", type=float, default=0.0,
                    help="epoch seconds after which remaining measurements are skipped")
-    p.add_argument("--out")
+    p.add_argument("--out", help="results JSON (default: results/<machine>-<date>.json; at the "
+                   "smoke size, a file in the temporary directory)")
     args = p.parse_args(argv)
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
@@ -122,8 +123,7 @@ def main(argv=None):
     if common.quick():
         cfg.update(d_model=16, n_layer=1, vocab=32, batch=2, seqlen=16)
         n1, n2, repeats = 2, 4, 1
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                                   f"{common.machine_name(device)}-{time.strftime('%Y-%m-%d')}.json")
+    out = args.out or common.default_out(device)
     rows = []
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, cfg["vocab"], (cfg["batch"], cfg["seqlen"] + 1), generator=g).to(device)

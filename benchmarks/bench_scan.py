@@ -15,7 +15,6 @@ stopped run keeps what it measured); the schema is in
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 import torch
@@ -96,20 +95,26 @@ def _flush(out, device, shape, rows, written):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="cpu or cuda: picks issue 7's shape, lengths and methods")
     p.add_argument("--threads", type=int, default=2, help="torch threads on a CPU")
-    p.add_argument("--lengths", type=int, nargs="+")
-    p.add_argument("--methods", nargs="+")
-    p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
-    p.add_argument("--modes", nargs="+", default=["fwd", "fwd+bwd"])
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--lengths", type=int, nargs="+",
+                   help="sequence lengths (None: CPU 256 ... 16384, GPU 512 ... 65536)")
+    p.add_argument("--methods", nargs="+", choices=sorted(approaches.METHODS), metavar="METHOD",
+                   help="methods of approaches.py (None: DEFAULT_METHODS for the device)")
+    p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], help="input dtypes")
+    p.add_argument("--modes", nargs="+", default=["fwd", "fwd+bwd"], choices=["fwd", "fwd+bwd"],
+                   help="forward only (no grad) and forward+backward")
+    p.add_argument("--repeats", type=int, default=5, help="timed calls at most (see --budget-s)")
     p.add_argument("--budget-s", type=float, default=6.0, help="timed seconds per measurement")
     p.add_argument("--clock", choices=["wall", "process"], default="wall",
                    help="CPU timing: wall clock, or this process's CPU time (for a shared machine)")
     p.add_argument("--deadline", type=float, default=0.0,
                    help="epoch seconds after which remaining measurements are skipped")
-    p.add_argument("--out", help="results JSON (default results/<machine>-<date>.json)")
+    p.add_argument("--out", help="results JSON (default: results/<machine>-<date>.json; at the "
+                   "smoke size, a file in the temporary directory)")
     args = p.parse_args(argv)
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
@@ -121,8 +126,7 @@ def main(argv=None):
     methods = args.methods or DEFAULT_METHODS[kind]
     if common.quick():
         shape, lengths, args.repeats = dict(b=1, d=8, n=4), [33], 2
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                                   f"{common.machine_name(device)}-{time.strftime('%Y-%m-%d')}.json")
+    out = args.out or common.default_out(device)
     rows, written = [], 0
     for l in lengths:
         if rows:  # what is measured so far is on disk, should the process be stopped

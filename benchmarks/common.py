@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import statistics
+import tempfile
 import threading
 import time
 
@@ -27,6 +28,16 @@ import torch
 def quick() -> bool:
     """``MINIMAMBA_QUICK=1``: tiny sizes for the smoke test (never changes the code path)."""
     return os.environ.get("MINIMAMBA_QUICK", "0") == "1"
+
+
+def default_out(device: torch.device) -> str:
+    """Where a script writes without ``--out``: ``results/<machine>-<date>.json`` next to this
+    file, or at the smoke size (:func:`quick`) a file in the temporary directory, so that a
+    smoke run never lands among the committed results."""
+    name = f"{machine_name(device)}-{time.strftime('%Y-%m-%d')}.json"
+    if quick():
+        return os.path.join(tempfile.gettempdir(), f"minimamba-smoke-{name}")
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", name)
 
 
 def _trim() -> None:

@@ -78,7 +78,8 @@ def allocator_table(results: dict, section: str) -> str:
 
 
 def main(argv=None) -> list[str]:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("results")
     p.add_argument("--plots", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "plots"))
     args = p.parse_args(argv)
@@ -98,7 +99,7 @@ def main(argv=None) -> list[str]:
             tables.append(f"### {section}\n\n{allocator_table(results, section)}\n")
             continue
         rows = payload["rows"]
-        for dtype in sorted({r["dtype"] for r in rows}):
+        for dtype in sorted({r["dtype"] for r in rows}, key=lambda t: (t != "float32", t)):
             for length in sorted({r["L"] for r in rows if r["dtype"] == dtype}):
                 tables.append(f"### {section}, l = {length}, {dtype}\n\n"
                               f"{viz.benchmark_table(results, section, length, dtype)}\n")

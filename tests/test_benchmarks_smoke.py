@@ -50,6 +50,19 @@ def test_every_method_computes_the_same_function():
         torch.testing.assert_close(y.double(), ref, atol=1e-4, rtol=1e-4, msg=name)
 
 
+def test_smoke_runs_without_out_never_write_into_the_committed_results(monkeypatch):
+    import tempfile
+
+    import torch
+
+    from benchmarks import common
+
+    monkeypatch.setenv("MINIMAMBA_QUICK", "1")
+    assert common.default_out(torch.device("cpu")).startswith(tempfile.gettempdir())
+    monkeypatch.setenv("MINIMAMBA_QUICK", "0")
+    assert "/benchmarks/results/" in common.default_out(torch.device("cpu")).replace("\\", "/")
+
+
 def test_cuda_graph_method_refuses_cpu_tensors():
     import torch
 
