@@ -63,8 +63,10 @@ def _ours_compiled_cudagraph():
     scan = _ours(compiled=True)
     graphs = {}
 
+    given = _ARGS  # the names passed as tensors (D, z, delta_bias may be None)
+
     def positional(*args):
-        return scan(**dict(zip(_ARGS, args)))
+        return scan(**dict(zip(given, args)))
 
     def capture(args):
         torch.cuda.synchronize()
@@ -95,12 +97,15 @@ def _ours_compiled_cudagraph():
         return graphed
 
     def run(x, delta, A, B, C, D, z, delta_bias):
-        args = (x, delta, A, B, C, D, z, delta_bias)
+        nonlocal given
+        named = {k: v for k, v in zip(_ARGS, (x, delta, A, B, C, D, z, delta_bias)) if v is not None}
         if x.device.type != "cuda":
             raise ValueError(f"ours_compiled_cudagraph captures CUDA graphs; got tensors on {x.device}")
-        key = tuple((a.shape, a.dtype, a.requires_grad) for a in args) + (torch.is_grad_enabled(),)
+        args = tuple(named.values())
+        key = tuple((k, a.shape, a.dtype, a.requires_grad) for k, a in named.items()) + (torch.is_grad_enabled(),)
         if key not in graphs:
             graphs.clear()  # one shape at a time: a graph holds its memory pool
+            given = tuple(named)
             graphs[key] = capture(args)
         return graphs[key](*args)
 

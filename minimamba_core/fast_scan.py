@@ -75,8 +75,10 @@ def _recurrence_states(ds, e, A, h0, T):
     (recursively, ``log_T K`` levels), then every group's ``T`` steps side by side.
     """
     b, K, d, n = e.shape
-    if K < T and not scan_compile_enabled():
-        T = K  # one group, no padding steps (compiled, one loop length keeps one graph)
+    if K < T and not scan_compile_enabled() and not torch.compiler.is_compiling():
+        # one group, no padding steps; compiled (the switch, or a user's torch.compile around
+        # the scan), T steps always, so that one graph serves every length
+        T = K
     G = -(-K // T)
     ds = _pad_time(ds, G * T - K).reshape(b * G, T, d)
     e = _pad_time(e, G * T - K).reshape(b * G, T, d, n)

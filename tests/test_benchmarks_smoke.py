@@ -17,6 +17,8 @@ def _check_rows(rows):
     assert rows
     for row in rows:
         assert ("ms" in row and row["ms"] > 0 and row["peak_mb"] >= 0) or "status" in row, row
+        # a method's error becomes a status row (the run goes on); ours must never have one
+        assert not str(row.get("status", "")).startswith("error"), row
 
 
 def test_scan_benchmark_writes_rows_for_every_method(tmp_path):

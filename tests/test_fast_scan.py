@@ -394,3 +394,40 @@ def test_a_user_compiled_function_calling_the_scan_compiles_once(monkeypatch):
         f(x, delta, A, B, C)
         f(2 * x, delta, A, B, C)  # raises on a recompile
     torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("l", [1, 31 * 32, 32 * 32, 33 * 32, 100])  # K = 1, T-1, T, T+1 (two levels), 4
+def test_eager_summary_loop_has_no_padding_steps_and_matches(l, monkeypatch):
+    # Eager, fewer than T chunk summaries run as one group of K steps (not padded to T).
+    steps, real = [], cs.group_states
+    monkeypatch.setattr(cs, "group_states", lambda h, ds, e, A: steps.append(ds.shape[1]) or real(h, ds, e, A))
+    inp = _inputs(1, l, 2, 3)
+    _assert_matches(_outputs_and_grads(_fast("parallel"), inp), _reference(inp), torch.float64)
+    K, T = -(-l // 32), fast_scan._CHUNK["parallel"]
+    assert max(steps) <= T and (K > T or steps == [K, K]), steps  # forward + backward, K steps each
+
+
+def test_unpadded_eager_equals_padded_compiled_path(monkeypatch, compile_off):
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: fn)  # the compiled path's padding, uncompiled
+    for l in (1, 33, 31 * 32, 33 * 32):
+        inp = _inputs(2, l, 3, 4)
+        fast_scan.set_scan_compile(False)
+        eager = _outputs_and_grads(_fast("parallel"), inp)
+        fast_scan.set_scan_compile(True)
+        _assert_matches(_outputs_and_grads(_fast("parallel"), inp), [t.detach() for t in eager], torch.float64)
+
+
+def test_a_user_compiled_scan_does_not_recompile_for_every_length():
+    # Under a user's torch.compile the summary loop keeps T steps: a loop of K steps would be a
+    # new graph for every number of chunks (found by a review: 8 graphs, then dynamo's limit).
+    torch._dynamo.reset()
+    graphs = []
+    f = torch.compile(lambda *a: fast_scan.chunked_scan(*a)[0],
+                      backend=lambda gm, ex: graphs.append(gm) or gm.forward)
+    g = torch.Generator().manual_seed(0)
+    for L in (40, 72, 104, 136, 168, 200):  # 2 ... 7 chunks of 32
+        x, B, C = (torch.randn(*s, generator=g) for s in ((1, L, 8), (1, L, 4), (1, L, 4)))
+        delta, A = torch.rand(1, L, 8, generator=g) * 0.1, -torch.rand(8, 4, generator=g)
+        f(x, delta, A, B, C)
+    torch._dynamo.reset()
+    assert len(graphs) <= 2, len(graphs)  # the first call static, then one dynamic graph
