@@ -55,13 +55,15 @@ def _child(method: str, L: int, mode: str, primed: bool, threads: int) -> dict:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=common.EPILOG,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096])
-    p.add_argument("--methods", nargs="+", default=["ours_eager", "ours_loop_reference"])
-    p.add_argument("--modes", nargs="+", default=["fwd", "fwd+bwd"])
-    p.add_argument("--out", required=True)
+    p.add_argument("--threads", type=int, default=2, help="torch threads")
+    p.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096], help="sequence lengths")
+    p.add_argument("--methods", nargs="+", default=["ours_eager", "ours_loop_reference"],
+                   help="methods of approaches.py, each row in a fresh process")
+    p.add_argument("--modes", nargs="+", default=["fwd", "fwd+bwd"], choices=["fwd", "fwd+bwd"],
+                   help="forward only (no grad) and forward+backward")
+    p.add_argument("--out", required=True, help="results JSON; rows go under allocator-cpu")
     p.add_argument("--child", nargs=4, metavar=("METHOD", "L", "MODE", "PRIMED"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:

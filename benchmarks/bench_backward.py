@@ -69,18 +69,18 @@ def _turn(path):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=common.EPILOG,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--variant", choices=sorted(VARIANTS), default="in_loop")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="cpu or cuda (issue 7's shape for each)")
+    p.add_argument("--variant", choices=sorted(VARIANTS), default="in_loop",
+                   help="the compiled backward to time (the module doc describes each)")
     p.add_argument("--lengths", type=int, nargs="+", default=[8192],
                    help="on a CPU, 1024 is a better start (compiling takes a few minutes)")
     p.add_argument("--lock", help="a file whose lock the timed parts of several processes share")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="results JSON; rows go under backward-<device>")
     args = p.parse_args(argv)
-    device = torch.device(args.device)
-    if device.type not in SHAPES:
-        p.error(f"--device {args.device}: issue 7 gives shapes for {sorted(SHAPES)} only")
+    device = common.parse_device(p, args.device)
     backward, T, block = VARIANTS[args.variant]
     chunks = fast_scan._compiled_chunks(device)
     T = T or chunks["parallel"]

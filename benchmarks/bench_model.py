@@ -101,12 +101,16 @@ def decode(kind, model, prompt, new):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=common.EPILOG,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--libs", nargs="+", default=["ours", "ours_compiled", "transformers", "mambapy"])
-    p.add_argument("--decode-tokens", type=int, nargs=2, default=[8, 40])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="cpu (the Tiny Shakespeare recipe) or cuda (the mamba-130m configuration)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads on a CPU")
+    p.add_argument("--libs", nargs="+", default=["ours", "ours_compiled", "transformers", "mambapy"],
+                   choices=["ours", "ours_compiled", "transformers", "mambapy"], metavar="LIB",
+                   help="models to time: ours, ours_compiled (the scan compiled), transformers, mambapy")
+    p.add_argument("--decode-tokens", type=int, nargs=2, default=[8, 40], metavar=("N1", "N2"),
+                   help="decoding ms/token is (time for N2 tokens - time for N1) / (N2 - N1)")
     p.add_argument("--clock", choices=["wall", "process"], default="wall",
                    help="CPU timing: wall clock, or this process's CPU time (for a shared machine)")
     p.add_argument("--deadline", type=float, default=0.0,
@@ -114,7 +118,7 @@ def main(argv=None):
     p.add_argument("--out", help="results JSON (default: results/<machine>-<date>.json; at the "
                    "smoke size, a file in the temporary directory)")
     args = p.parse_args(argv)
-    device = torch.device(args.device)
+    device = common.parse_device(p, args.device)
     torch.set_num_threads(args.threads)
     common.CLOCK["name"] = args.clock
     cfg = dict(CONFIGS[device.type])

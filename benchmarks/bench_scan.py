@@ -95,7 +95,7 @@ def _flush(out, device, shape, rows, written):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=common.EPILOG,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="cpu or cuda: picks issue 7's shape, lengths and methods")
@@ -103,7 +103,8 @@ def main(argv=None):
     p.add_argument("--lengths", type=int, nargs="+",
                    help="sequence lengths (None: CPU 256 ... 16384, GPU 512 ... 65536)")
     p.add_argument("--methods", nargs="+", choices=sorted(approaches.METHODS), metavar="METHOD",
-                   help="methods of approaches.py (None: DEFAULT_METHODS for the device)")
+                   help="methods of approaches.py, any of: " + ", ".join(sorted(approaches.METHODS))
+                   + " (None: DEFAULT_METHODS for the device)")
     p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], help="input dtypes")
     p.add_argument("--modes", nargs="+", default=["fwd", "fwd+bwd"], choices=["fwd", "fwd+bwd"],
                    help="forward only (no grad) and forward+backward")
@@ -116,7 +117,7 @@ def main(argv=None):
     p.add_argument("--out", help="results JSON (default: results/<machine>-<date>.json; at the "
                    "smoke size, a file in the temporary directory)")
     args = p.parse_args(argv)
-    device = torch.device(args.device)
+    device = common.parse_device(p, args.device)
     torch.set_num_threads(args.threads)
     common.CLOCK["name"] = args.clock
     kind = device.type
@@ -138,11 +139,15 @@ def main(argv=None):
                 for i, name in enumerate(methods):
                     factory, package, has_backward = approaches.METHODS[name]
                     row = dict(method=name, L=l, dtype=dtype_name, mode=mode)
+                    why = None
                     if package and not approaches.available(package):
-                        continue  # a peer not installed here: no column
-                    if name == "mamba_ssm_cuda" and kind != "cuda":
-                        continue
-                    if name in ("assoc_scan_compiled", "ours_compiled_cudagraph") and kind != "cuda":
+                        why = f"needs the package {package!r} (pip install -e '.[bench]')"  # no column
+                    elif name in ("mamba_ssm_cuda", "assoc_scan_compiled", "ours_compiled_cudagraph") \
+                            and kind != "cuda":
+                        why = "runs on a CUDA GPU only"
+                    if why:
+                        if (l, dtype_name, mode) == (lengths[0], args.dtypes[0], args.modes[0]):
+                            print(f"skipping {name}: {why}", flush=True)
                         continue
                     limit = MAX_LEN.get((kind, name, mode))
                     if (mode == "fwd+bwd" and not has_backward) or (limit and l > limit):

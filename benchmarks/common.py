@@ -30,6 +30,21 @@ def quick() -> bool:
     return os.environ.get("MINIMAMBA_QUICK", "0") == "1"
 
 
+EPILOG = ("MINIMAMBA_QUICK=1 in the environment shrinks every size to a smoke test (seconds; "
+          "its numbers mean nothing). Results files are merged: a re-measured row replaces its "
+          "old one, other rows stay.")
+
+
+def parse_device(parser, name: str) -> torch.device:
+    """``--device`` checked: ``cpu`` or ``cuda`` (issue 7 gives shapes for those two), and
+    CUDA only where PyTorch sees a GPU; anything else is a usage error from ``parser``."""
+    if name not in ("cpu", "cuda"):
+        parser.error(f"--device {name}: the benchmarks have issue 7's shapes for cpu and cuda only")
+    if name == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: PyTorch sees no CUDA GPU here; use --device cpu")
+    return torch.device(name)
+
+
 def default_out(device: torch.device) -> str:
     """Where a script writes without ``--out``: ``results/<machine>-<date>.json`` next to this
     file, or at the smoke size (:func:`quick`) a file in the temporary directory, so that a

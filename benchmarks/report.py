@@ -1,6 +1,6 @@
 """Render a results file as Markdown tables and log-log plots (time and memory against length).
 
-    python -m benchmarks.report benchmarks/results/h200-run5-2026-11-29.json --plots benchmarks/plots
+    python -m benchmarks.report benchmarks/results/h200-run7-2026-11-30.json --plots /tmp/plots
 
 Writes ``tables.md`` and one PNG per (section, mode, dtype, metric) into ``--plots``; the
 tables and plots in ``benchmarks/README.md`` come from here. Uses ``minimamba_core.viz``.
@@ -80,8 +80,10 @@ def allocator_table(results: dict, section: str) -> str:
 def main(argv=None) -> list[str]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("results")
-    p.add_argument("--plots", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "plots"))
+    p.add_argument("results", help="a results JSON written by the bench_* scripts")
+    p.add_argument("--plots", required=True,
+                   help="folder for tables.md and the PNGs (created; its tables.md is overwritten: "
+                        "benchmarks/plots/tables.md is several files' tables put together by hand)")
     args = p.parse_args(argv)
     with open(args.results) as f:
         results = json.load(f)
