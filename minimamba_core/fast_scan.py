@@ -268,8 +268,8 @@ def _default_schedule(x: torch.Tensor, A: torch.Tensor) -> str:
     """Always ``"parallel"``: the parallel scan's contract is no Python loop over every time step.
 
     On a CPU the ``"sequential"`` schedule does half the arithmetic (no summaries) and is faster
-    (measured with two threads, fwd+bwd at (b, l, d_inner, N) = (1, 1024, 768, 16): 98.5 ms
-    against 137.6 ms; ``benchmarks/README.md`` has the full tables); opt in with
+    (measured with two threads, fwd+bwd at (b, l, d_inner, N) = (1, 1024, 768, 16): 94.6 ms
+    against 111.4 ms, ``benchmarks/results/cpu-2t-quiet-run5-2026-11-30.json``); opt in with
     ``fast_scan.SCHEDULE = "sequential"``."""
     return "parallel"
 
