@@ -63,12 +63,13 @@ def _ours_compiled_cudagraph():
     scan = _ours(compiled=True)
     graphs = {}
 
-    given = _ARGS  # the names passed as tensors (D, z, delta_bias may be None)
+    def capture(named):
+        """Graphs of ``scan`` on the tensors ``named`` (name -> tensor; ``None`` ones left out)."""
+        args = tuple(named.values())
 
-    def positional(*args):
-        return scan(**dict(zip(given, args)))
+        def positional(*tensors):  # the graph API passes tensors by position
+            return scan(**dict(zip(named, tensors)))
 
-    def capture(args):
         torch.cuda.synchronize()
         before = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
@@ -97,17 +98,14 @@ def _ours_compiled_cudagraph():
         return graphed
 
     def run(x, delta, A, B, C, D, z, delta_bias):
-        nonlocal given
         named = {k: v for k, v in zip(_ARGS, (x, delta, A, B, C, D, z, delta_bias)) if v is not None}
         if x.device.type != "cuda":
             raise ValueError(f"ours_compiled_cudagraph captures CUDA graphs; got tensors on {x.device}")
-        args = tuple(named.values())
         key = tuple((k, a.shape, a.dtype, a.requires_grad) for k, a in named.items()) + (torch.is_grad_enabled(),)
         if key not in graphs:
             graphs.clear()  # one shape at a time: a graph holds its memory pool
-            given = tuple(named)
-            graphs[key] = capture(args)
-        return graphs[key](*args)
+            graphs[key] = capture(named)
+        return graphs[key](*named.values())
 
     return run
 

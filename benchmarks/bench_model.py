@@ -32,6 +32,9 @@ CONFIGS = {  # name -> (d_model, n_layer, vocab, train batch, train length)
 }
 
 
+LIBS = ("ours", "ours_compiled", "transformers", "mambapy")  # the models bench_model times
+
+
 def build(kind: str, cfg: dict, device):
     """The model of library ``kind`` (``ours``, ``transformers``, ``mambapy``) for ``cfg``."""
     if kind == "ours":
@@ -106,9 +109,8 @@ def main(argv=None):
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="cpu (the Tiny Shakespeare recipe) or cuda (the mamba-130m configuration)")
     p.add_argument("--threads", type=int, default=2, help="torch threads on a CPU")
-    p.add_argument("--libs", nargs="+", default=["ours", "ours_compiled", "transformers", "mambapy"],
-                   choices=["ours", "ours_compiled", "transformers", "mambapy"], metavar="LIB",
-                   help="models to time: ours, ours_compiled (the scan compiled), transformers, mambapy")
+    p.add_argument("--libs", nargs="+", default=list(LIBS), choices=LIBS, metavar="LIB",
+                   help="models to time, any of: " + ", ".join(LIBS) + " (ours_compiled: the scan compiled)")
     p.add_argument("--decode-tokens", type=int, nargs=2, default=[8, 40], metavar=("N1", "N2"),
                    help="decoding ms/token is (time for N2 tokens - time for N1) / (N2 - N1)")
     p.add_argument("--clock", choices=["wall", "process"], default="wall",

@@ -30,6 +30,7 @@ DEFAULT_METHODS = {
     "cuda": ["ours_eager", "ours_compiled", "ours_compiled_cudagraph", "assoc_scan_compiled", "mambapy_pscan",
              "transformers_loop", "ours_loop_reference", "mamba_ssm_cuda"],
 }
+CUDA_ONLY = ("mamba_ssm_cuda", "assoc_scan_compiled", "ours_compiled_cudagraph")
 # Longest length per (device, method, mode) worth waiting for; longer ones are skipped.
 MAX_LEN = {
     ("cpu", "ours_loop_reference", "fwd"): 8192, ("cpu", "ours_loop_reference", "fwd+bwd"): 1024,
@@ -94,6 +95,21 @@ def _flush(out, device, shape, rows, written):
     return dict(payload, rows=rows)
 
 
+def _unrunnable(methods, kind):
+    """``{method: why}`` for the methods that cannot run here: a peer not installed, or a
+    GPU-only method on a CPU."""
+    why = {}
+    for name in methods:
+        package = approaches.METHODS[name][1]
+        if package and not approaches.available(package):
+            where = ("the official kernel's package, in no extra" if package == "mamba_ssm"
+                     else "pip install -e '.[bench]'")
+            why[name] = f"needs the package {package!r} ({where})"
+        elif name in CUDA_ONLY and kind != "cuda":
+            why[name] = "runs on a CUDA GPU only"
+    return why
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=common.EPILOG,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -128,6 +144,9 @@ def main(argv=None):
     if common.quick():
         shape, lengths, args.repeats = dict(b=1, d=8, n=4), [33], 2
     out = args.out or common.default_out(device)
+    unrunnable = _unrunnable(methods, kind)
+    for name, why in unrunnable.items():
+        print(f"skipping {name}: {why}", flush=True)  # no column
     rows, written = [], 0
     for l in lengths:
         if rows:  # what is measured so far is on disk, should the process be stopped
@@ -137,17 +156,9 @@ def main(argv=None):
             dtype = getattr(torch, dtype_name)
             for mode in args.modes:
                 for i, name in enumerate(methods):
-                    factory, package, has_backward = approaches.METHODS[name]
+                    factory, _, has_backward = approaches.METHODS[name]
                     row = dict(method=name, L=l, dtype=dtype_name, mode=mode)
-                    why = None
-                    if package and not approaches.available(package):
-                        why = f"needs the package {package!r} (pip install -e '.[bench]')"  # no column
-                    elif name in ("mamba_ssm_cuda", "assoc_scan_compiled", "ours_compiled_cudagraph") \
-                            and kind != "cuda":
-                        why = "runs on a CUDA GPU only"
-                    if why:
-                        if (l, dtype_name, mode) == (lengths[0], args.dtypes[0], args.modes[0]):
-                            print(f"skipping {name}: {why}", flush=True)
+                    if name in unrunnable:
                         continue
                     limit = MAX_LEN.get((kind, name, mode))
                     if (mode == "fwd+bwd" and not has_backward) or (limit and l > limit):
