@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: install lab test refresh clean
+.PHONY: install lab test test-threads refresh clean
 
 # Reinstalled only when pyproject.toml or the pins change.
 $(STAMP): pyproject.toml constraints.txt
@@ -23,6 +23,15 @@ lab: $(STAMP)
 test: $(STAMP)
 	MINIMAMBA_QUICK=1 MPLBACKEND=agg $(PY) -m pytest --nbval
 	MINIMAMBA_QUICK=1 $(PY) examples/run_mamba_example.py
+
+# Strict nbval under 1 and then 2 CPU threads. The thread count changes the order of PyTorch's
+# reductions the way another machine does, so committed outputs must not depend on it.
+test-threads: $(STAMP)
+	for t in 1 2; do \
+	  echo "== strict nbval, OMP_NUM_THREADS=$$t"; \
+	  OMP_NUM_THREADS=$$t MKL_NUM_THREADS=$$t MINIMAMBA_QUICK=1 MPLBACKEND=agg \
+	    $(PY) -m pytest --nbval -q notebooks/ || exit 1; \
+	done
 
 # Re-execute every notebook so the committed outputs are fresh (run after any package change).
 refresh: $(STAMP)

@@ -7,7 +7,10 @@ key/value cache):
   (before it), oldest first, left-padded with zeros when fewer were seen;
 * ``ssm_state (b, d_inner, d_state)``: the SSM state ``h_t`` (paper eq. 2a).
 
-Both are float32 whatever the model's dtype (float64 for a float64 model). ``seqlen_offset``
+Both hold the precision the model computes in: float32 for a float32 or half-precision model,
+float64 for a float64 one. ``model.allocate_inference_cache(batch_size)`` (the ``mamba_ssm``
+convention) builds such a cache on the model's device; a forward or step refuses a cache of
+lower precision than the model computes in (it would round every state silently). ``seqlen_offset``
 counts the tokens already consumed; the model advances it. A forward pass given a cache with
 ``seqlen_offset == 0`` is the prefill. Mirrors ``InferenceParams`` of state-spaces/mamba
 (commit 0cce0fa, ``mamba_ssm/utils/generation.py``), with the states held in explicit lists
@@ -42,11 +45,15 @@ class InferenceCache:
               dtype: torch.dtype = torch.float32) -> "InferenceCache":
         """A zero cache for ``batch_size`` sequences of a model built from ``config``.
 
+        Prefer ``model.allocate_inference_cache(batch_size)``, which takes the device and the
+        precision from the model; this constructor sees only the config.
+
         Args:
             config: the model's configuration.
             batch_size: number of sequences decoded together, ``b > 0``.
             device: where the states live (default: CPU); use the model's device.
-            dtype: float32 (default) or float64; never the half-precision model dtype.
+            dtype: float32 (default) or float64; never the half-precision model dtype. A float64
+                model refuses a float32 cache.
 
         Raises:
             TypeError: ``config`` is not a :class:`MambaConfig`.
@@ -54,10 +61,8 @@ class InferenceCache:
         """
         if not isinstance(config, MambaConfig):
             raise TypeError(f"config must be a MambaConfig, got {type(config).__name__}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        if dtype not in (torch.float32, torch.float64):
-            raise ValueError(f"cache dtype must be torch.float32 or torch.float64, got {dtype}")
+        check_batch_size(batch_size)
+        check_state_dtype(dtype)
         b, d, k, n = batch_size, config.d_inner, config.d_conv, config.d_state
         conv = [torch.zeros(b, d, k, device=device, dtype=dtype) for _ in range(config.n_layer)]
         ssm = [torch.zeros(b, d, n, device=device, dtype=dtype) for _ in range(config.n_layer)]
@@ -71,8 +76,21 @@ class InferenceCache:
     def dtype(self) -> torch.dtype:
         return self.ssm_states[0].dtype
 
-    def check(self, config: MambaConfig, batch_size: int, device: torch.device | None = None) -> None:
-        """Raise ``ValueError`` when this cache was built for another model, batch size or device."""
+    def check(self, config: MambaConfig, batch_size: int, device: torch.device | None = None,
+              compute_dtype: torch.dtype | None = None) -> None:
+        """Raise ``ValueError`` when this cache does not fit the model about to use it.
+
+        Args:
+            config, batch_size, device: the model's config, the input's batch size, the model's device.
+            compute_dtype: the precision the model computes its states in (float32 or float64); a
+                cache holding any state in a lower precision is refused, naming both dtypes,
+                rather than upcast: its earlier states were already rounded.
+
+        Raises:
+            TypeError: ``config`` is not a :class:`MambaConfig`.
+            ValueError: another model's shapes, another batch size, another device, or states of
+            lower precision than ``compute_dtype``.
+        """
         if not isinstance(config, MambaConfig):
             raise TypeError(f"config must be a MambaConfig, got {type(config).__name__}")
         wanted = (config.n_layer, config.d_inner, config.d_conv, config.d_state)
@@ -89,6 +107,15 @@ class InferenceCache:
         if device is not None and self.ssm_states[0].device != torch.device(device):
             raise ValueError(f"this cache lives on {self.ssm_states[0].device} but the model on {device}; "
                              f"build one with InferenceCache.empty(config, {batch_size}, device={str(device)!r})")
+        if compute_dtype is not None:
+            low = {t.dtype for t in self.conv_states + self.ssm_states
+                   if torch.finfo(t.dtype).eps > torch.finfo(compute_dtype).eps}
+            if low:
+                raise ValueError(
+                    f"this cache holds {' and '.join(sorted(map(str, low)))} states but the model computes in "
+                    f"{compute_dtype}: decoding would round every state to the cache's precision; build "
+                    f"one with model.allocate_inference_cache({batch_size}) (or "
+                    f"InferenceCache.empty(config, {batch_size}, dtype={compute_dtype}))")
 
     def reset(self) -> None:
         """Zero every state and set ``seqlen_offset`` back to 0 (reuse for a new prompt)."""
@@ -99,3 +126,15 @@ class InferenceCache:
     def nbytes(self) -> int:
         """Memory held by the states, in bytes (constant in the sequence length)."""
         return sum(t.numel() * t.element_size() for t in self.conv_states + self.ssm_states)
+
+
+def check_batch_size(batch_size: int) -> None:
+    """Raise ``ValueError`` unless ``batch_size`` is an int ``>= 1`` (bools refused)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+
+
+def check_state_dtype(dtype: torch.dtype) -> None:
+    """Raise ``ValueError`` unless ``dtype`` is float32 or float64 (states never live in half precision)."""
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"cache dtype must be torch.float32 or torch.float64, got {dtype}")

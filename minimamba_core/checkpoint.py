@@ -185,12 +185,27 @@ def _fields_from_hf(raw: dict[str, Any], path: Path) -> tuple[dict[str, Any], di
                                   f"{multiple!r} must give vocab_size={raw.get('vocab_size')!r}; fix or "
                                   f"remove those two keys")
         fields.update(vocab_size=vocab, pad_vocab_size_multiple=multiple)
-    if "intermediate_size" in raw and isinstance(raw.get("expand"), int) and isinstance(raw.get("hidden_size"), int):
-        if raw["intermediate_size"] != raw["expand"] * raw["hidden_size"]:
-            raise CheckpointError(f"{path}: intermediate_size={raw['intermediate_size']} but expand * hidden_size = "
-                                  f"{raw['expand'] * raw['hidden_size']}; fix config.json so they agree")
+    if "intermediate_size" in raw:
+        fields["expand"] = _expand_from_intermediate(raw, path)
     explicit = {ours: raw[HF_NAMES[ours]] for ours in ("bias", "conv_bias") if HF_NAMES[ours] in raw}
     return fields, explicit
+
+
+def _expand_from_intermediate(raw: dict[str, Any], path: Path) -> Any:
+    """``expand`` of a Hugging Face config, from ``intermediate_size`` (what transformers builds from).
+
+    transformers' ``MambaMixer`` sizes every layer by ``intermediate_size`` and ignores ``expand``
+    (``modeling_mamba.py``, transformers 5.24), so a folder may say ``expand: 2`` beside
+    ``intermediate_size == hidden_size``; its own test configuration writes exactly that. We take
+    ``expand = intermediate_size / hidden_size`` and refuse only when that is not a whole number.
+    """
+    inner, hidden = raw["intermediate_size"], raw.get("hidden_size")
+    whole = all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (inner, hidden))
+    if not whole or inner % hidden != 0:
+        raise CheckpointError(f"{path}: intermediate_size={inner!r} is not a whole multiple of hidden_size="
+                              f"{hidden!r}; a Mamba layer needs d_inner = expand * d_model with an integer "
+                              f"expand: fix one of those two keys in config.json")
+    return inner // hidden
 
 
 def _official_config(config: MambaConfig) -> dict[str, Any]:
@@ -343,8 +358,12 @@ def _setting(name: str, value: Any) -> str:
 
 
 def _compare_config(fields: dict[str, Any], explicit: dict[str, bool], inferred: dict[str, tuple[Any, str]],
-                    layout: str) -> list[str]:
-    """Disagreements between config.json and the tensors, each with its fix."""
+                    layout: str, by_intermediate: bool = False) -> list[str]:
+    """Disagreements between config.json and the tensors, each with its fix.
+
+    ``by_intermediate``: a Hugging Face ``expand`` was derived from ``intermediate_size``, so a
+    disagreement names that key.
+    """
     names = HF_NAMES if layout == "hf" else OFFICIAL_NAMES
     problems = []
     for field in ("n_layer", "d_model", "expand", "d_conv", "dt_rank", "d_state"):
@@ -354,7 +373,12 @@ def _compare_config(fields: dict[str, Any], explicit: dict[str, bool], inferred:
         stated = fields.get(field, MambaConfig.__dataclass_fields__[field].default)
         if field == "dt_rank" and stated == "auto" and isinstance(fields.get("d_model"), int):
             stated = math.ceil(fields["d_model"] / 16)
-        if stated != value:
+        if stated != value and field == "expand" and layout == "hf" and by_intermediate:
+            d_model = fields["d_model"]  # expand came from intermediate_size: name that key
+            problems.append(f"config.json says intermediate_size={stated * d_model!r} but {evidence}: set "
+                            f"\"intermediate_size\": {value * d_model} in config.json (or use the weights it "
+                            f"was written for)")
+        elif stated != value:
             problems.append(f"config.json says {names[field]}={stated!r} but {evidence}: set "
                             f"{_setting(names[field], value)} in config.json (or use the weights it was "
                             f"written for)")
@@ -495,7 +519,7 @@ def load_pretrained(path: str | os.PathLike, device: torch.device | str | None =
     tensors, source = _read_tensors(folder)
     where = f"cannot load {folder} ({layout} layout, {source})"
     inferred = _infer_from_tensors(tensors)
-    problems = _compare_config(fields, explicit, inferred, layout)
+    problems = _compare_config(fields, explicit, inferred, layout, by_intermediate="intermediate_size" in raw)
     if problems:
         raise CheckpointError(where + ":\n  - " + "\n  - ".join(problems))
     shown = {}  # our name -> the file's name, for messages

@@ -150,7 +150,7 @@ class Mamba(MambaLM):
             raise ValueError(f"num_last_tokens must be an int >= 0, got {num_last_tokens!r}")
         b, l = input_ids.shape
         if offset == 0:  # the prefill starts from zeros, as mamba_ssm's does
-            view = self.empty_cache(b)
+            view = self.allocate_inference_cache(b)
         else:
             view = self._cache_from_store(store, b, offset)
         if l == 1 and offset > 0 and attention_mask is None:

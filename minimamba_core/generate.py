@@ -158,7 +158,7 @@ def generate(model: MambaLM, input_ids: torch.Tensor, max_new_tokens: int, tempe
         seen_ids = torch.where(keep, input_ids, first)  # (b, l); a repeated id is penalized once
     if max_new_tokens == 0:
         return input_ids.long().clone()  # new long ids, as for max_new_tokens > 0
-    cache = model.empty_cache(input_ids.shape[0])
+    cache = model.allocate_inference_cache(input_ids.shape[0])
     logits = model(input_ids, cache=cache, num_last_tokens=1,
                    attention_mask=attention_mask)[:, -1]  # (b, V_padded), the prefill
     ids = input_ids

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cache import InferenceCache
+from .cache import InferenceCache, check_batch_size, check_state_dtype
 from .config import MambaConfig
 from .scan import selective_scan_parallel, selective_scan_sequential
 
@@ -117,6 +117,31 @@ class MambaMixer(nn.Module):
             if linear.bias is not None:
                 linear.bias.zero_()
         self.out_proj.weight /= math.sqrt(cfg.n_layer)
+
+    def compute_dtype(self) -> torch.dtype:
+        """The precision of the convolution, scan and states: float32, or float64 in a float64 mixer."""
+        return torch.promote_types(self.in_proj.weight.dtype, torch.float32)
+
+    def allocate_inference_cache(self, batch_size: int, max_seqlen: int | None = None,
+                                 dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """This layer's zero states: ``conv_state (b, d_inner, d_conv)``, ``ssm_state (b, d_inner, d_state)``.
+
+        The signature of ``Mamba.allocate_inference_cache`` in ``mamba_ssm/modules/mamba_simple.py``
+        (state-spaces/mamba, commit 0cce0fa). ``max_seqlen`` is accepted and unused: a Mamba-1
+        layer's states do not grow with the sequence. ``dtype`` defaults to
+        :meth:`compute_dtype` (the official module takes the weights' dtype, bf16 included; we
+        keep half-precision models' states in float32). The states live on the mixer's device.
+
+        Raises:
+            ValueError: ``batch_size < 1``; a dtype other than float32/float64.
+        """
+        check_batch_size(batch_size)
+        dtype = self.compute_dtype() if dtype is None else dtype
+        check_state_dtype(dtype)
+        b, d, k, n = batch_size, self.config.d_inner, self.config.d_conv, self.config.d_state
+        device = self.in_proj.weight.device
+        return (torch.zeros(b, d, k, device=device, dtype=dtype),   # (b, d_inner, d_conv)
+                torch.zeros(b, d, n, device=device, dtype=dtype))   # (b, d_inner, d_state)
 
     def _apply(self, fn, *args, **kwargs):
         """``.to(torch.bfloat16)``, ``.half()``... cast every parameter but ``A_log`` and ``D``.

@@ -111,7 +111,8 @@ class MambaLM(nn.Module):
 
         Raises:
             TypeError: non-integer ids. ValueError: wrong rank, empty input, ids out of range,
-            a cache for another model or batch size, negative ``num_last_tokens``, an
+            a cache for another model, batch size or device or of lower precision than the model
+            computes in (a float32 cache for a float64 model), negative ``num_last_tokens``, an
             ``attention_mask`` of another shape, with values other than 0/1, or not left padding.
         """
         self._check_input_ids(input_ids)
@@ -120,7 +121,8 @@ class MambaLM(nn.Module):
         if cache is not None:
             if not isinstance(cache, InferenceCache):
                 raise TypeError(f"cache must be an InferenceCache or None, got {type(cache).__name__}")
-            cache.check(self.config, input_ids.shape[0], self.backbone.embedding.weight.device)
+            cache.check(self.config, input_ids.shape[0], self.backbone.embedding.weight.device,
+                        self.compute_dtype())
         if attention_mask is not None:
             attention_mask = self._check_attention_mask(attention_mask, input_ids)  # (b, l) bool
         residual = self._embed(input_ids)  # (b, l, d_model)
@@ -173,7 +175,8 @@ class MambaLM(nn.Module):
             raise ValueError(f"step takes one token per row, shape (b, 1); got {tuple(input_ids_t.shape)}")
         if not isinstance(cache, InferenceCache):
             raise TypeError("step needs an InferenceCache (run a prefill with forward(..., cache=cache) first)")
-        cache.check(self.config, input_ids_t.shape[0], self.backbone.embedding.weight.device)
+        cache.check(self.config, input_ids_t.shape[0], self.backbone.embedding.weight.device,
+                    self.compute_dtype())
         residual = self._embed(input_ids_t)  # (b, 1, d_model)
         for layer in self.backbone.layers:
             residual = layer.step(residual, cache)
@@ -184,8 +187,31 @@ class MambaLM(nn.Module):
         hidden = self.backbone.embedding(input_ids)  # (b, l, d_model)
         return hidden.float() if self.config.residual_in_fp32 and hidden.dtype != torch.float64 else hidden
 
+    def compute_dtype(self) -> torch.dtype:
+        """The precision the mixers compute and keep their states in: float32, or float64 for a float64 model."""
+        return torch.promote_types(self.backbone.embedding.weight.dtype, torch.float32)
+
+    def allocate_inference_cache(self, batch_size: int, max_seqlen: int | None = None,
+                                 dtype: torch.dtype | None = None) -> InferenceCache:
+        """A zero :class:`InferenceCache` for ``batch_size`` sequences, on this model's device.
+
+        The ``mamba_ssm`` convention (``MambaLMHeadModel.allocate_inference_cache``, commit
+        0cce0fa): each layer's mixer allocates its own states. ``dtype`` defaults to
+        :meth:`compute_dtype`, so a float64 model gets float64 states and cached decoding equals
+        the full forward to float64 round-off. ``max_seqlen`` is accepted and unused (Mamba-1
+        states have a fixed size).
+
+        Returns:
+            ``InferenceCache`` with ``conv_states[i] (b, d_inner, d_conv)``,
+            ``ssm_states[i] (b, d_inner, d_state)``, ``seqlen_offset = 0``.
+
+        Raises:
+            ValueError: ``batch_size < 1``; a dtype other than float32/float64.
+        """
+        states = [layer.mixer.allocate_inference_cache(batch_size, max_seqlen, dtype)
+                  for layer in self.backbone.layers]
+        return InferenceCache([conv for conv, _ in states], [ssm for _, ssm in states], 0)
+
     def empty_cache(self, batch_size: int) -> InferenceCache:
-        """A fresh :class:`InferenceCache` on this model's device (float64 for a float64 model)."""
-        p = self.backbone.embedding.weight
-        dtype = torch.float64 if p.dtype == torch.float64 else torch.float32
-        return InferenceCache.empty(self.config, batch_size, device=p.device, dtype=dtype)
+        """``allocate_inference_cache(batch_size)``: a zero cache in this model's precision and device."""
+        return self.allocate_inference_cache(batch_size)

@@ -89,7 +89,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
         if chunk_len is None or chunk_len >= xb.shape[1]:
             logits = model(xb)[..., :vocab]  # (b, l, V)
         else:
-            cache = model.empty_cache(xb.shape[0])
+            cache = model.allocate_inference_cache(xb.shape[0])
             logits = torch.cat([model(xb[:, s:s + chunk_len], cache=cache)[..., :vocab]
                                 for s in range(0, xb.shape[1], chunk_len)], dim=1)  # (b, l, V)
         mask = yb != IGNORE_INDEX  # (b, l)

@@ -759,7 +759,7 @@ def plot_decode_error(length: int = 128, d_model: int = 32, n_layer: int = 2, d_
     for name, dtype in (("fp32", _torch.float32), ("fp64", _torch.float64)):
         model = _tiny_lm(d_model, n_layer, vocab_size, d_state, seed, dtype)
         full = model(ids)[0]  # (l, V_padded)
-        cache = model.empty_cache(1)
+        cache = model.allocate_inference_cache(1)
         steps = [model(ids[:, :1], cache=cache)[0]]  # (1, V_padded), the prefill
         for t in range(1, length):
             steps.append(model.step(ids[:, t:t + 1], cache)[0])
@@ -813,7 +813,7 @@ def plot_cache_memory(d_model: int = 64, d_state: int = 16, expand: int = 2, d_c
         raise ValueError(f"d_model ({d_model}) must be divisible by n_head ({n_head})")
     vocab = 64
     model = _tiny_lm(d_model, 1, vocab, d_state, seed, expand=expand, d_conv=d_conv)
-    cache = model.empty_cache(1)
+    cache = model.allocate_inference_cache(1)
     gen = _torch.Generator().manual_seed(seed)
     with _torch.random.fork_rng(devices=[]):
         _torch.manual_seed(seed)
@@ -877,7 +877,7 @@ def plot_time_per_token(d_model: int = 64, n_layer: int = 2, lengths=(16, 32, 64
             model(ids[:, :l + 1], num_last_tokens=1)
             best = min(best, _time.perf_counter() - t0)
         no_cache.append(best)
-        cache = model.empty_cache(1)
+        cache = model.allocate_inference_cache(1)
         model(ids[:, :l], cache=cache)
         best = float("inf")
         for _ in range(repeats):

@@ -126,6 +126,12 @@ HF_CONFIGS = {
     "untied_noconvbias_eps": dict(vocab_size=41, hidden_size=16, num_hidden_layers=1,
                                   tie_word_embeddings=False, use_conv_bias=False,
                                   layer_norm_epsilon=1e-6),
+    # transformers sizes the layers by intermediate_size and ignores expand (left at 2 here):
+    # the shape of its own test configuration (MambaModelTester: hidden 32, intermediate 32)
+    "intermediate_equals_hidden": dict(vocab_size=99, hidden_size=32, intermediate_size=32,
+                                       num_hidden_layers=2),
+    "intermediate_three_times_hidden": dict(vocab_size=64, hidden_size=16, intermediate_size=48,
+                                            num_hidden_layers=2),
 }
 
 
@@ -136,8 +142,8 @@ def test_transformers_to_us(name, tmp_path):
     ours = mm.load_pretrained(tmp_path / "ck")
     hc = hf.config
     assert (ours.config.d_model, ours.config.n_layer, ours.config.d_state, ours.config.d_conv,
-            ours.config.expand, ours.config.dt_rank) == (hc.hidden_size, hc.num_hidden_layers, hc.state_size,
-                                                         hc.conv_kernel, hc.expand, hc.time_step_rank)
+            ours.config.d_inner, ours.config.dt_rank) == (hc.hidden_size, hc.num_hidden_layers, hc.state_size,
+                                                          hc.conv_kernel, hc.intermediate_size, hc.time_step_rank)
     assert (ours.config.bias, ours.config.conv_bias) == (hc.use_bias, hc.use_conv_bias)
     assert ours.config.vocab_size == ours.config.padded_vocab_size == hc.vocab_size
     assert (ours.lm_head.weight is ours.backbone.embedding.weight) == hc.tie_word_embeddings
@@ -426,6 +432,39 @@ def test_config_disagrees_with_tensors(hf_folder):
     assert 'state_size=4 but backbone.layers.0.mixer.A_log has shape (32, 16): set "state_size": 16' in msg
     assert 'time_step_rank=3 but backbone.layers.0.mixer.dt_proj.weight has shape (32, 1): ' \
            'set "time_step_rank": 1' in msg
+
+
+def test_intermediate_size_decides_expand(tmp_path):
+    """transformers' save says expand 2 beside intermediate_size == hidden_size: d_inner follows the latter."""
+    hf = hf_model(seed=14, **HF_CONFIGS["intermediate_equals_hidden"])
+    hf.save_pretrained(tmp_path / "ck")
+    written = json.loads((tmp_path / "ck" / "config.json").read_text())
+    assert (written["hidden_size"], written["intermediate_size"], written["expand"]) == (32, 32, 2)
+    ours = mm.load_pretrained(tmp_path / "ck")
+    assert (ours.config.expand, ours.config.d_inner) == (1, 32)
+    torch.testing.assert_close(ours.backbone.layers[1].mixer.in_proj.weight,
+                               hf.backbone.layers[1].mixer.in_proj.weight, rtol=0, atol=0)
+    # and back: our save writes intermediate_size = d_inner, which transformers reads as is
+    mm.save_pretrained(ours, tmp_path / "again", layout="hf")
+    again = MambaForCausalLM.from_pretrained(tmp_path / "again").eval()
+    ids = random_ids(99)
+    with torch.no_grad():
+        torch.testing.assert_close(again(ids).logits, hf(ids).logits, rtol=0, atol=0)
+
+
+def test_intermediate_size_not_a_multiple_of_hidden_size(tmp_path):
+    hf = hf_model(seed=15, vocab_size=64, hidden_size=16, intermediate_size=24, num_hidden_layers=1)
+    hf.save_pretrained(tmp_path / "ck")  # transformers builds and saves d_inner = 24 = 1.5 * 16
+    msg = _load_error(tmp_path / "ck")
+    assert "intermediate_size=24 is not a whole multiple of hidden_size=16" in msg
+    assert "fix one of those two keys" in msg
+
+
+def test_intermediate_size_disagrees_with_tensors(hf_folder):
+    _edit_config(hf_folder, intermediate_size=64)  # the tensors were written with d_inner = 32
+    msg = _load_error(hf_folder)
+    assert ('config.json says intermediate_size=64 but backbone.layers.0.mixer.in_proj.weight has shape '
+            '(64, 16): set "intermediate_size": 32') in msg
 
 
 def test_bias_flag_disagrees_with_tensors(hf_folder):

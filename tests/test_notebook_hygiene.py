@@ -8,7 +8,10 @@ nbval runs the cells; this catches what it cannot see (issue 4, ``make test``):
 * ``nbval-ignore-output`` only on widget or timing cells, and every widget cell tagged with it;
 * every widget cell is preceded by a static call of the same plot function (GitHub renders no
   widgets), and its controls are keyword arguments of that function;
-* at least one ``assert`` in every notebook; a Summary at the end.
+* at least one ``assert`` in every notebook; a Summary at the end;
+* no number at rounding level in a committed output (``max difference 8.3e-17``): such digits
+  change with the machine and the thread count and break strict nbval; print the bound the
+  ``assert`` checks (``< 1e-12``) instead.
 """
 
 import ast
@@ -29,6 +32,13 @@ WIDGET = re.compile(r"\b(widget|interact|interactive|interact_manual)\(")
 TIMING = re.compile(r"(perf_counter|process_time|time\.time\(|\btimeit\b|^%%?time\b|synchronize\(|"
                     r"\w*time\w*\(|\w*_ms\()", re.M)
 IGNORE = "nbval-ignore-output"
+
+# A float printed in scientific notation with a fractional mantissa (8.3e-17, 1.10E-14), not
+# preceded by "<", "<=" or "≤" (then it is a bound, which is stable). Only values below
+# ROUNDING_LEVEL count: float64 round-off sits near 1e-16 .. 1e-13, float32's near 1e-7, so a
+# printed 1e-9 or smaller is a round-off measurement and differs between machines.
+ROUNDING_LEVEL = 1e-9
+SCI_FLOAT = re.compile(r"(?<![\w.])(<=|<|≤)?\s*([-+]?\d+\.\d+[eE][-+]?\d+)\b")
 
 
 def _code_cells(nb):
@@ -109,3 +119,55 @@ def test_widgets_follow_a_static_call_and_match_their_function(path):
         for kw in call.keywords:
             # interact passes every control by name: a misspelt one fails only inside the widget
             assert kw.arg in params, f"control {kw.arg!r} is not a parameter of viz.{name}{inspect.signature(fn)}"
+
+
+def rounding_noise(text):
+    """The numbers in ``text`` that are printed round-off (see ``ROUNDING_LEVEL``), as strings."""
+    return [m.group(2) for m in SCI_FLOAT.finditer(text)
+            if m.group(1) is None and abs(float(m.group(2))) < ROUNDING_LEVEL]
+
+
+def _output_texts(cell):
+    for out in cell.get("outputs", []):
+        if "text" in out:
+            yield out["text"]
+        for mime in ("text/plain", "text/markdown", "text/html"):
+            if mime in out.get("data", {}):
+                yield out["data"][mime]
+
+
+def _noisy_outputs(nb):
+    return [(cell.source[:120], noise) for cell in _code_cells(nb)
+            for text in _output_texts(cell) if (noise := rounding_noise(text))]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_no_rounding_noise_in_outputs(path):
+    noisy = _noisy_outputs(nbformat.read(path, as_version=4))
+    assert not noisy, ("outputs print round-off, which differs between machines and thread counts; "
+                       "print the asserted bound instead, e.g. f'max difference < 1e-12':\n"
+                       + "\n".join(f"{numbers} in a cell starting {src!r}" for src, numbers in noisy))
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("max difference 8.3e-17", ["8.3e-17"]),                 # the output that broke CI once
+    ("grad diff: 1.10E-14 and 3.9e-16", ["1.10E-14", "3.9e-16"]),
+    ("error -2.5e-12", ["-2.5e-12"]),
+    ("max difference < 1e-12", []),                          # a bound, integer mantissa
+    ("max difference < 8.3e-17", []),                        # a bound is stable
+    ("max difference <= 2.0e-15 and ≤ 4.0e-15", []),
+    ("lr 3.0e-04, loss 1.25", []),                           # above the rounding level
+    ("relative error 6.5e-08", []),                          # float32-level, above 1e-9
+    ("version 1.0e-17x", []),                                # not a number on its own
+])
+def test_rounding_noise_pattern(text, expected):
+    assert rounding_noise(text) == expected
+
+
+def test_hygiene_catches_a_planted_noise_output():
+    """Plant a round-off print in a copy of a real notebook: the check must flag exactly it."""
+    nb = nbformat.read(NOTEBOOKS[0], as_version=4)
+    assert _noisy_outputs(nb) == []
+    cell = next(c for c in _code_cells(nb) if c.outputs)
+    cell.outputs.append(nbformat.v4.new_output("stream", name="stdout", text="max difference 8.3e-17\n"))
+    assert [numbers for _, numbers in _noisy_outputs(nb)] == [["8.3e-17"]]
