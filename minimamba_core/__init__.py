@@ -6,18 +6,19 @@ Glossary (the paper's letters, used in every module):
 size), ``A, B, C, D`` the SSM parameters, ``A_bar, B_bar`` their discretized forms.
 """
 
-from .cache import InferenceCache
-from .checkpoint import CheckpointError, load_pretrained, save_pretrained
-from .compat import InferenceParams, Mamba
+# The lesson, in reading order
 from .config import MambaConfig
-from .devices import describe_device, pick_device
-from .generate import generate, sample_next_token
+from .norm import RMSNorm
+from .scan import selective_scan, selective_scan_parallel, selective_scan_sequential
 from .mixer import MambaMixer
 from .model import MambaLM, ResidualBlock
-from .norm import RMSNorm
+from .cache import InferenceCache
+from .generate import generate, sample_next_token
+from .devices import describe_device, pick_device
+# The engine's switch, checkpoints and other conventions
 from .fast_scan import set_scan_compile
-from .scan import selective_scan, selective_scan_parallel, selective_scan_sequential
-from .tokenizer import build_char_tokenizer, load_tokenizer
+from .interop import (CheckpointError, InferenceParams, Mamba, build_char_tokenizer, load_pretrained,
+                      load_tokenizer, save_pretrained)
 
 __version__ = "0.1.0"
 

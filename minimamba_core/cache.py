@@ -1,11 +1,15 @@
-"""The explicit inference cache: what a Mamba model remembers between decoding steps.
+"""The explicit inference cache: what a model remembers between decoding steps.
 
-Per layer, two fixed-size tensors (no growth with the sequence length, unlike attention's
-key/value cache):
+One entry per layer, a dict of named tensors that the layer's mixer allocates
+(``mixer.allocate_inference_cache``, as in ``mamba_ssm``) and updates. A Mamba-1 mixer keeps two
+fixed-size tensors (no growth with the sequence length, unlike attention's key/value cache):
 
 * ``conv_state (b, d_inner, d_conv)``: the last ``d_conv`` inputs of the causal convolution
   (before it), oldest first, left-padded with zeros when fewer were seen;
 * ``ssm_state (b, d_inner, d_state)``: the SSM state ``h_t`` (paper eq. 2a).
+
+Other layer kinds bring their own names and shapes (a Mamba-2 ``(b, h, p, n)`` state, an
+attention layer's growing keys and values); the cache itself only holds them.
 
 Both hold the precision the model computes in: float32 for a float32 or half-precision model,
 float64 for a float64 one. ``model.allocate_inference_cache(batch_size)`` (the ``mamba_ssm``
@@ -13,7 +17,7 @@ convention) builds such a cache on the model's device; a forward or step refuses
 lower precision than the model computes in (it would round every state silently). ``seqlen_offset``
 counts the tokens already consumed; the model advances it. A forward pass given a cache with
 ``seqlen_offset == 0`` is the prefill. Mirrors ``InferenceParams`` of state-spaces/mamba
-(commit 0cce0fa, ``mamba_ssm/utils/generation.py``), with the states held in explicit lists
+(commit 0cce0fa, ``mamba_ssm/utils/generation.py``), with the states held in an explicit list
 instead of a dict keyed by layer. Built in notebook ``07_cached_inference``.
 """
 
@@ -23,33 +27,33 @@ from dataclasses import dataclass
 
 import torch
 
+from .checks import check_batch_size, check_state_dtype
 from .config import MambaConfig
 
 
 @dataclass
 class InferenceCache:
-    """Per-layer recurrent state of a Mamba model.
+    """Per-layer recurrent state of a model, passed in and updated in place.
 
     Attributes:
-        conv_states: ``n_layer`` tensors ``(b, d_inner, d_conv)``.
-        ssm_states: ``n_layer`` tensors ``(b, d_inner, d_state)``.
+        layers: one dict per layer, ``{state name: tensor}``; a Mamba-1 layer's is
+            ``{"conv_state": (b, d_inner, d_conv), "ssm_state": (b, d_inner, d_state)}``.
         seqlen_offset: number of tokens already consumed (advanced by the model).
     """
 
-    conv_states: list[torch.Tensor]
-    ssm_states: list[torch.Tensor]
+    layers: list[dict[str, torch.Tensor]]
     seqlen_offset: int = 0
 
     @classmethod
     def empty(cls, config: MambaConfig, batch_size: int, device: torch.device | str | None = None,
               dtype: torch.dtype = torch.float32) -> "InferenceCache":
-        """A zero cache for ``batch_size`` sequences of a model built from ``config``.
+        """A zero cache for ``batch_size`` sequences of a Mamba-1 model built from ``config``.
 
-        Prefer ``model.allocate_inference_cache(batch_size)``, which takes the device and the
-        precision from the model; this constructor sees only the config.
+        Prefer ``model.allocate_inference_cache(batch_size)``, which asks each layer's mixer and
+        takes the device and the precision from the model; this constructor sees only the config.
 
         Args:
-            config: the model's configuration.
+            config: the model's configuration (every layer a ``"Mamba1"`` mixer).
             batch_size: number of sequences decoded together, ``b > 0``.
             device: where the states live (default: CPU); use the model's device.
             dtype: float32 (default) or float64; never the half-precision model dtype. A float64
@@ -57,84 +61,91 @@ class InferenceCache:
 
         Raises:
             TypeError: ``config`` is not a :class:`MambaConfig`.
-            ValueError: ``batch_size < 1`` or a dtype other than float32/float64.
+            ValueError: ``batch_size < 1``, a dtype other than float32/float64, or a config with
+            other layer kinds than Mamba-1.
         """
         if not isinstance(config, MambaConfig):
             raise TypeError(f"config must be a MambaConfig, got {type(config).__name__}")
         check_batch_size(batch_size)
         check_state_dtype(dtype)
+        kinds = sorted({config.layer_kind(i) for i in range(config.n_layer)} - {"Mamba1"})
+        if kinds:
+            raise ValueError(f"InferenceCache.empty builds Mamba-1 states only, the config has {kinds} layers; "
+                             f"use model.allocate_inference_cache(batch_size)")
         b, d, k, n = batch_size, config.d_inner, config.d_conv, config.d_state
-        conv = [torch.zeros(b, d, k, device=device, dtype=dtype) for _ in range(config.n_layer)]
-        ssm = [torch.zeros(b, d, n, device=device, dtype=dtype) for _ in range(config.n_layer)]
-        return cls(conv, ssm, 0)
+        layers = [{"conv_state": torch.zeros(b, d, k, device=device, dtype=dtype),   # (b, d_inner, d_conv)
+                   "ssm_state": torch.zeros(b, d, n, device=device, dtype=dtype)}   # (b, d_inner, d_state)
+                  for _ in range(config.n_layer)]
+        return cls(layers, 0)
+
+    @property
+    def conv_states(self) -> list[torch.Tensor]:
+        """Every layer's ``conv_state`` (a new list; assign through ``layers[i]["conv_state"]``)."""
+        return [layer["conv_state"] for layer in self.layers]
+
+    @property
+    def ssm_states(self) -> list[torch.Tensor]:
+        """Every layer's ``ssm_state`` (a new list; assign through ``layers[i]["ssm_state"]``)."""
+        return [layer["ssm_state"] for layer in self.layers]
+
+    def tensors(self) -> list[torch.Tensor]:
+        """Every state tensor of every layer."""
+        return [t for layer in self.layers for t in layer.values()]
 
     @property
     def batch_size(self) -> int:
-        return self.ssm_states[0].shape[0]
+        return self.tensors()[0].shape[0]
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.ssm_states[0].dtype
+        """The lowest precision among the states (they normally share one dtype)."""
+        return max((t.dtype for t in self.tensors()), key=lambda d: torch.finfo(d).eps)
 
-    def check(self, config: MambaConfig, batch_size: int, device: torch.device | None = None,
+    def check(self, shapes: list[dict[str, tuple]], batch_size: int, device: torch.device | None = None,
               compute_dtype: torch.dtype | None = None) -> None:
         """Raise ``ValueError`` when this cache does not fit the model about to use it.
 
         Args:
-            config, batch_size, device: the model's config, the input's batch size, the model's device.
+            shapes: per layer, the state names and shapes the model's mixers need for this
+                cache's batch size (``model.state_shapes(cache.batch_size)``).
+            batch_size: the input's batch size.
+            device: the model's device.
             compute_dtype: the precision the model computes its states in (float32 or float64); a
                 cache holding any state in a lower precision is refused, naming both dtypes,
                 rather than upcast: its earlier states were already rounded.
 
         Raises:
-            TypeError: ``config`` is not a :class:`MambaConfig`.
-            ValueError: another model's shapes, another batch size, another device, or states of
-            lower precision than ``compute_dtype``.
+            ValueError: another model's layers or shapes, another batch size, another device, or
+            states of lower precision than ``compute_dtype``.
         """
-        if not isinstance(config, MambaConfig):
-            raise TypeError(f"config must be a MambaConfig, got {type(config).__name__}")
-        wanted = (config.n_layer, config.d_inner, config.d_conv, config.d_state)
-        have = (len(self.ssm_states), self.conv_states[0].shape[1], self.conv_states[0].shape[2],
-                self.ssm_states[0].shape[2])
-        if have != wanted:
-            raise ValueError(
-                f"this cache was built for another model: (n_layer, d_inner, d_conv, d_state) = "
-                f"{have}, the model has {wanted}; build one with "
-                f"InferenceCache.empty(model.config, batch_size, device)")
+        fix = f"build one with model.allocate_inference_cache({batch_size})"
+        if len(self.layers) != len(shapes):
+            raise ValueError(f"this cache was built for another model: {len(self.layers)} layers, the model "
+                             f"has {len(shapes)}; {fix}")
+        for i, (layer, want) in enumerate(zip(self.layers, shapes)):
+            have = {name: tuple(t.shape) for name, t in layer.items()}
+            if have != want:
+                raise ValueError(f"this cache was built for another model: layer {i} holds {have}, the model "
+                                 f"needs {want}; {fix}")
         if batch_size != self.batch_size:
             raise ValueError(f"this cache holds {self.batch_size} sequences but the input has batch "
-                             f"size {batch_size}; build one with InferenceCache.empty(config, {batch_size})")
-        if device is not None and self.ssm_states[0].device != torch.device(device):
-            raise ValueError(f"this cache lives on {self.ssm_states[0].device} but the model on {device}; "
-                             f"build one with InferenceCache.empty(config, {batch_size}, device={str(device)!r})")
+                             f"size {batch_size}; {fix}")
+        where = self.tensors()[0].device
+        if device is not None and where != torch.device(device):
+            raise ValueError(f"this cache lives on {where} but the model on {device}; {fix}")
         if compute_dtype is not None:
-            low = {t.dtype for t in self.conv_states + self.ssm_states
-                   if torch.finfo(t.dtype).eps > torch.finfo(compute_dtype).eps}
+            low = {t.dtype for t in self.tensors() if torch.finfo(t.dtype).eps > torch.finfo(compute_dtype).eps}
             if low:
                 raise ValueError(
                     f"this cache holds {' and '.join(sorted(map(str, low)))} states but the model computes in "
-                    f"{compute_dtype}: decoding would round every state to the cache's precision; build "
-                    f"one with model.allocate_inference_cache({batch_size}) (or "
-                    f"InferenceCache.empty(config, {batch_size}, dtype={compute_dtype}))")
+                    f"{compute_dtype}: decoding would round every state to the cache's precision; {fix}")
 
     def reset(self) -> None:
         """Zero every state and set ``seqlen_offset`` back to 0 (reuse for a new prompt)."""
-        for t in self.conv_states + self.ssm_states:
+        for t in self.tensors():
             t.zero_()
         self.seqlen_offset = 0
 
     def nbytes(self) -> int:
-        """Memory held by the states, in bytes (constant in the sequence length)."""
-        return sum(t.numel() * t.element_size() for t in self.conv_states + self.ssm_states)
-
-
-def check_batch_size(batch_size: int) -> None:
-    """Raise ``ValueError`` unless ``batch_size`` is an int ``>= 1`` (bools refused)."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-
-
-def check_state_dtype(dtype: torch.dtype) -> None:
-    """Raise ``ValueError`` unless ``dtype`` is float32 or float64 (states never live in half precision)."""
-    if dtype not in (torch.float32, torch.float64):
-        raise ValueError(f"cache dtype must be torch.float32 or torch.float64, got {dtype}")
+        """Memory held by the states, in bytes (constant in the sequence length for SSM layers)."""
+        return sum(t.numel() * t.element_size() for t in self.tensors())

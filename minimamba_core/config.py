@@ -1,7 +1,7 @@
 """The model's hyper-parameters: one flat dataclass.
 
-Field names follow the official ``config.json`` of ``state-spaces/mamba-*`` (the ``ssm_cfg``
-entries are flattened to the top level); the letters in the comments are the paper's
+Field names follow the official ``config.json`` of ``state-spaces/mamba-*``: the ``ssm_cfg``
+entries are flattened to the top level, and ``ssm_cfg["layer"]`` picks the mixer; the letters in the comments are the paper's
 (Gu & Dao 2023, arXiv 2312.00752, Section 3 and Appendix E). Converting to and from the nested
 official form and the Hugging Face key names is :mod:`minimamba_core.checkpoint`'s job.
 
@@ -16,6 +16,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 DT_INIT_CHOICES = ("random", "constant")
+# The mixer's keys that the official config nests under ``ssm_cfg`` (flat fields here too).
+SSM_KEYS = ("d_state", "d_conv", "expand", "dt_rank", "dt_min", "dt_max", "dt_init", "dt_scale",
+            "dt_init_floor", "conv_bias", "bias")
+SSM_IGNORED = ("use_fast_path", "layer_idx", "device", "dtype")  # official keys without effect on the math
+# Per-layer-kind defaults, from the official modules' signatures (mamba_ssm/modules/mamba_simple.py,
+# mamba2.py, commit 60dadf2) and the released Mamba-2 configs (vocabulary padded to 16).
+# A kind not listed takes Mamba-1's until its own issue adds it.
+LAYER_DEFAULTS = {"Mamba1": {"d_state": 16, "pad_vocab_size_multiple": 8},
+                  "Mamba2": {"d_state": 128, "pad_vocab_size_multiple": 16}}
+# The keyword arguments of the official attention layer (mamba_ssm/modules/mha.py, ``MHA``).
+ATTN_KEYS = ("num_heads", "num_heads_kv", "head_dim", "mlp_dim", "qkv_proj_bias", "out_proj_bias",
+             "softmax_scale", "causal", "d_conv", "rotary_emb_dim", "rotary_emb_base",
+             "rotary_emb_interleaved")
+ATTENTION = "MHA"  # the layer kind at the indices of ``attn_layer_idx``
 
 
 @dataclass
@@ -26,7 +40,8 @@ class MambaConfig:
         d_model: width of the residual stream, D.
         n_layer: number of residual blocks.
         vocab_size: number of real tokens; the embedding has ``padded_vocab_size`` rows.
-        d_state: SSM state size per channel, N.
+        d_state: SSM state size per channel, N; ``None`` takes the layer kind's default (16 for
+            Mamba-1, 128 for Mamba-2).
         d_conv: width of the causal depthwise convolution, k.
         expand: expansion factor E; ``d_inner = expand * d_model``.
         dt_rank: rank R of the delta projection, or ``"auto"`` for ``ceil(d_model / 16)``.
@@ -38,23 +53,33 @@ class MambaConfig:
         dt_init_floor: lower clamp of the initial delta.
         conv_bias: whether ``conv1d`` has a bias.
         bias: whether ``in_proj`` and ``out_proj`` have biases.
-        pad_vocab_size_multiple: the embedding's rows are rounded up to a multiple of this.
+        pad_vocab_size_multiple: the embedding's rows are rounded up to a multiple of this;
+            ``None`` takes the layer kind's default (8 for Mamba-1, 16 for Mamba-2).
         tie_embeddings: whether ``lm_head.weight`` is ``backbone.embedding.weight``.
         rms_norm_eps: epsilon inside every RMSNorm.
         residual_in_fp32: keep the residual stream in float32 whatever the model dtype.
+        ssm_cfg: the official nested mixer settings: ``"layer"`` picks the mixer (``"Mamba1"``,
+            the default; later ``"Mamba2"``, ``"Mamba3"``), and any of ``SSM_KEYS`` may be given
+            here instead of as a flat field. Stored back as ``{"layer": ...}`` alone.
+        d_intermediate: width of a gated MLP after each mixer (official ``GatedMLP``, rounded up
+            to a multiple of 128); 0 (the default) for none.
+        attn_layer_idx: indices of the layers that are attention (``"MHA"``) instead of SSM mixers.
+        attn_cfg: keyword arguments of those attention layers (``ATTN_KEYS``).
 
     Derived (read-only, not constructor arguments): ``d_inner``, ``padded_vocab_size``;
     ``dt_rank`` is replaced by its integer value.
 
     Raises:
-        ValueError: naming the field, for non-positive sizes, an unknown ``dt_init``,
-            ``dt_min > dt_max`` and similar nonsense.
+        ValueError: naming the field or key, for non-positive sizes, an unknown ``dt_init``,
+            ``dt_min > dt_max``, an unknown key in ``ssm_cfg`` or ``attn_cfg``, a key given both
+            flat and in ``ssm_cfg`` with different values, attention indices out of range or
+            repeated, ``attn_cfg`` without ``attn_layer_idx``.
     """
 
     d_model: int
     n_layer: int
     vocab_size: int
-    d_state: int = 16  # N
+    d_state: int | None = None  # N; None: the layer kind's default
     d_conv: int = 4  # k, the convolution width
     expand: int = 2  # E
     dt_rank: int | str = "auto"  # R
@@ -65,14 +90,20 @@ class MambaConfig:
     dt_init_floor: float = 1e-4
     conv_bias: bool = True
     bias: bool = False
-    pad_vocab_size_multiple: int = 8
+    pad_vocab_size_multiple: int | None = None  # None: the layer kind's default
     tie_embeddings: bool = True
     rms_norm_eps: float = 1e-5
     residual_in_fp32: bool = True
+    ssm_cfg: dict = field(default_factory=dict)
+    d_intermediate: int = 0
+    attn_layer_idx: list = field(default_factory=list)
+    attn_cfg: dict = field(default_factory=dict)
     d_inner: int = field(init=False)  # E * D
     padded_vocab_size: int = field(init=False)
 
     def __post_init__(self) -> None:
+        self._merge_ssm_cfg()
+        self._check_layers()
         for name in ("d_model", "n_layer", "vocab_size", "d_state", "d_conv", "expand",
                      "pad_vocab_size_multiple"):
             value = getattr(self, name)
@@ -96,6 +127,62 @@ class MambaConfig:
         self.d_inner = self.expand * self.d_model
         multiple = self.pad_vocab_size_multiple
         self.padded_vocab_size = math.ceil(self.vocab_size / multiple) * multiple
+
+    def _merge_ssm_cfg(self) -> None:
+        """Move ``ssm_cfg``'s keys to the flat fields; fill the layer kind's defaults."""
+        if not isinstance(self.ssm_cfg, dict):
+            raise ValueError(f"MambaConfig.ssm_cfg must be a dict, got {self.ssm_cfg!r}")
+        ssm = dict(self.ssm_cfg)
+        layer = ssm.pop("layer", "Mamba1")
+        if not isinstance(layer, str) or not layer:
+            raise ValueError(f"MambaConfig.ssm_cfg['layer'] must be a layer name such as 'Mamba1', got {layer!r}")
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for key, value in ssm.items():
+            if key in SSM_IGNORED:
+                continue
+            if key not in SSM_KEYS:
+                raise ValueError(f"MambaConfig.ssm_cfg has unknown key {key!r}; known keys are "
+                                 f"{['layer', *SSM_KEYS]} (and, ignored, {list(SSM_IGNORED)})")
+            flat = getattr(self, key)
+            if flat != defaults[key] and flat != value:
+                raise ValueError(f"MambaConfig.{key}={flat!r} and ssm_cfg[{key!r}]={value!r} disagree; give it once")
+            setattr(self, key, value)
+        for key, value in LAYER_DEFAULTS.get(layer, LAYER_DEFAULTS["Mamba1"]).items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
+        self.ssm_cfg = {"layer": layer}
+
+    def _check_layers(self) -> None:
+        """``d_intermediate``, ``attn_layer_idx`` and ``attn_cfg``: types, ranges, known keys."""
+        if isinstance(self.d_intermediate, bool) or not isinstance(self.d_intermediate, int) or self.d_intermediate < 0:
+            raise ValueError(f"MambaConfig.d_intermediate must be an int >= 0, got {self.d_intermediate!r}")
+        idx = self.attn_layer_idx
+        if not isinstance(idx, (list, tuple)) or any(isinstance(i, bool) or not isinstance(i, int) for i in idx):
+            raise ValueError(f"MambaConfig.attn_layer_idx must be a list of layer indices, got {idx!r}")
+        n_layer = self.n_layer if isinstance(self.n_layer, int) else 0
+        bad = [i for i in idx if not 0 <= i < n_layer]
+        if bad:
+            raise ValueError(f"MambaConfig.attn_layer_idx holds {bad}, outside [0, n_layer={self.n_layer})")
+        if len(set(idx)) != len(idx):
+            raise ValueError(f"MambaConfig.attn_layer_idx repeats a layer: {list(idx)}")
+        self.attn_layer_idx = sorted(idx)
+        if not isinstance(self.attn_cfg, dict):
+            raise ValueError(f"MambaConfig.attn_cfg must be a dict, got {self.attn_cfg!r}")
+        unknown = sorted(set(self.attn_cfg) - set(ATTN_KEYS))
+        if unknown:
+            raise ValueError(f"MambaConfig.attn_cfg has unknown key(s) {unknown}; known keys are {list(ATTN_KEYS)}")
+        if self.attn_cfg and not self.attn_layer_idx:
+            raise ValueError("MambaConfig.attn_cfg is set but attn_layer_idx is empty: name the attention layers "
+                             "in attn_layer_idx, or drop attn_cfg")
+
+    @property
+    def layer(self) -> str:
+        """The SSM mixer's kind, ``ssm_cfg["layer"]``."""
+        return self.ssm_cfg["layer"]
+
+    def layer_kind(self, layer_idx: int) -> str:
+        """The kind of layer ``layer_idx``: ``"MHA"`` where ``attn_layer_idx`` says so, else :attr:`layer`."""
+        return ATTENTION if layer_idx in self.attn_layer_idx else self.layer
 
     def to_dict(self) -> dict[str, Any]:
         """The constructor arguments as a flat, JSON-serializable dict (derived fields left out)."""

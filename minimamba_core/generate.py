@@ -13,41 +13,8 @@ from typing import Callable
 
 import torch
 
+from .checks import check_attention_mask, check_input_ids, check_logits, check_sampling
 from .model import MambaLM
-
-
-def _check_sampling(temperature, top_k, top_p, min_p, repetition_penalty) -> None:
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature >= 0:
-        raise ValueError(f"temperature must be a number >= 0 (0 means greedy), got {temperature!r}")
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
-        raise ValueError(f"top_k must be an int >= 0 (0 disables it), got {top_k!r}")
-    if not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
-        raise ValueError(f"top_p must lie in (0, 1] (1 disables it), got {top_p!r}")
-    if not isinstance(min_p, (int, float)) or not 0 <= min_p < 1:
-        raise ValueError(f"min_p must lie in [0, 1) (0 disables it), got {min_p!r}")
-    if not isinstance(repetition_penalty, (int, float)) or not repetition_penalty > 0:
-        raise ValueError(f"repetition_penalty must be > 0 (1 disables it), got {repetition_penalty!r}")
-
-
-def _check_logits(logits, vocab_size, previous_ids) -> None:
-    if not isinstance(logits, torch.Tensor) or not logits.is_floating_point():
-        raise TypeError(f"logits must be a floating-point torch.Tensor (b, V_padded), got "
-                        f"{getattr(logits, 'dtype', type(logits).__name__)}")
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 1:
-        raise ValueError(f"vocab_size must be a positive int, got {vocab_size!r}")
-    if logits.dim() != 2 or logits.shape[0] == 0 or logits.shape[1] < vocab_size:
-        raise ValueError(f"logits must have shape (b >= 1, V_padded >= vocab_size={vocab_size}), got "
-                         f"{tuple(logits.shape)}; take the last position with logits[:, -1]")
-    if previous_ids is not None:
-        if (not isinstance(previous_ids, torch.Tensor) or previous_ids.is_floating_point()
-                or previous_ids.is_complex() or previous_ids.dtype == torch.bool):
-            raise TypeError(f"previous_ids must be an integer tensor (b, t) of token ids, got "
-                            f"{getattr(previous_ids, 'dtype', type(previous_ids).__name__)}")
-        if previous_ids.dim() != 2 or previous_ids.shape[0] != logits.shape[0]:
-            raise ValueError(f"previous_ids must have shape (b={logits.shape[0]}, t), got {tuple(previous_ids.shape)}")
-        if previous_ids.numel() and not 0 <= int(previous_ids.min()) <= int(previous_ids.max()) < vocab_size:
-            raise ValueError(f"previous_ids must lie in [0, vocab_size={vocab_size}), got values in "
-                             f"[{int(previous_ids.min())}, {int(previous_ids.max())}]")
 
 
 def sample_next_token(logits: torch.Tensor, vocab_size: int, temperature: float = 1.0, top_k: int = 0,
@@ -69,8 +36,8 @@ def sample_next_token(logits: torch.Tensor, vocab_size: int, temperature: float 
             ``(b, V_padded >= vocab_size)`` or not finite, ``previous_ids`` for another batch size
             or out of range.
     """
-    _check_logits(logits, vocab_size, previous_ids)
-    _check_sampling(temperature, top_k, top_p, min_p, repetition_penalty)
+    check_logits(logits, vocab_size, previous_ids)
+    check_sampling(temperature, top_k, top_p, min_p, repetition_penalty)
     logits = logits[:, :vocab_size].float()  # (b, V), padded rows removed
     finite = torch.isfinite(logits).all(dim=-1)  # (b,)
     if not bool(finite.all()):  # argmax would silently pick token 0, multinomial crash
@@ -139,10 +106,10 @@ def generate(model: MambaLM, input_ids: torch.Tensor, max_new_tokens: int, tempe
     """
     if not isinstance(model, MambaLM):
         raise TypeError(f"model must be a MambaLM, got {type(model).__name__}")
-    model._check_input_ids(input_ids)
+    check_input_ids(input_ids, model.config.vocab_size)
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
-    _check_sampling(temperature, top_k, top_p, min_p, repetition_penalty)
+    check_sampling(temperature, top_k, top_p, min_p, repetition_penalty)
     vocab_size = model.config.vocab_size
     if eos_token_id is not None and (isinstance(eos_token_id, bool) or not isinstance(eos_token_id, numbers.Integral)
                                      or not 0 <= eos_token_id < vocab_size):
@@ -150,7 +117,7 @@ def generate(model: MambaLM, input_ids: torch.Tensor, max_new_tokens: int, tempe
     eos_token_id, max_new_tokens = (None if eos_token_id is None else int(eos_token_id)), int(max_new_tokens)
     seen_ids = None  # what the repetition penalty sees: ids with padding replaced
     if attention_mask is not None:
-        keep = model._check_attention_mask(attention_mask, input_ids)  # (b, l) bool
+        keep = check_attention_mask(attention_mask, input_ids)  # (b, l) bool
         if not bool(keep[:, -1].all()):
             row = int((~keep[:, -1]).nonzero()[0, 0])
             raise ValueError(f"attention_mask row {row} is all padding; every prompt needs a token")
@@ -179,121 +146,3 @@ def generate(model: MambaLM, input_ids: torch.Tensor, max_new_tokens: int, tempe
             break
         logits = model.step(next_ids[:, None], cache)[:, -1]  # (b, V_padded)
     return ids
-
-
-# ---------------------------------------------------------------------------------------------
-# Command line: python -m minimamba_core --checkpoint DIR --prompt TEXT [...] (see __main__.py)
-# ---------------------------------------------------------------------------------------------
-
-class _TextStreamer:
-    """A ``streamer`` for :func:`generate` (batch of one) that writes text as tokens arrive.
-
-    Each call decodes all ids so far with the ``tokenizers.Tokenizer`` and writes only the new
-    characters, so byte-level BPE pieces that form one character, or spaces that a decoder
-    adds between words, come out right; it waits while the text ends in an incomplete
-    UTF-8 character (decoded as U+FFFD).
-    """
-
-    def __init__(self, tokenizer, prompt_ids: list[int], out) -> None:
-        self.tokenizer, self.ids, self.out = tokenizer, list(prompt_ids), out
-        self.printed = tokenizer.decode(self.ids)
-        out.write(self.printed)
-        out.flush()
-
-    def __call__(self, next_ids: torch.Tensor) -> None:
-        self.ids.append(int(next_ids[0]))
-        self._emit(final=False)
-
-    def _emit(self, final: bool) -> None:
-        text = self.tokenizer.decode(self.ids)
-        if not final and text.endswith("\ufffd"):
-            return
-        from os.path import commonprefix
-
-        common = len(commonprefix([text, self.printed]))  # all of printed, unless a decoder rewrote
-        self.out.write(text[common:])  # earlier text (then the differing tail is written again)
-        self.out.flush()
-        self.printed = text
-
-    def end(self) -> None:
-        """Write what is still held back, and a final newline."""
-        self._emit(final=True)
-        self.out.write("\n")
-        self.out.flush()
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m minimamba_core`` (or ``minimamba-generate``): load a checkpoint and stream a continuation.
-
-    ``--checkpoint`` is a folder in the official or Hugging Face layout (or a Hub id); the text
-    is tokenized with its ``tokenizer.json`` (or ``--tokenizer``). ``--temperature 0`` decodes
-    greedily; ``--seed`` makes sampling reproducible. Errors exit with status 2 and a message.
-    """
-    import argparse
-    import sys
-
-    from .checkpoint import CheckpointError, load_pretrained
-    from .devices import pick_device
-    from .tokenizer import load_tokenizer
-
-    parser = argparse.ArgumentParser(prog="python -m minimamba_core",
-                                     description="Continue a prompt with a Mamba checkpoint, streaming the text.")
-    parser.add_argument("--checkpoint", required=True,
-                        help="checkpoint folder (official or Hugging Face layout) or a Hub id")
-    parser.add_argument("--prompt", required=True, help="the text to continue")
-    parser.add_argument("--max-new-tokens", type=int, default=64, help="tokens to add (default 64)")
-    parser.add_argument("--temperature", type=float, default=1.0, help="0 for greedy (default 1.0)")
-    parser.add_argument("--top-k", type=int, default=0, help="keep the k likeliest tokens (0: off)")
-    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1.0: off)")
-    parser.add_argument("--min-p", type=float, default=0.0, help="min-p filter (0: off)")
-    parser.add_argument("--repetition-penalty", type=float, default=1.0,
-                        help="divide (multiply) the logits of tokens already seen by this (1.0: off)")
-    parser.add_argument("--seed", type=int, default=None, help="seed of the sampler")
-    parser.add_argument("--device", default=None, help="cpu, cuda, mps, ... (default: the fastest found)")
-    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
-                        help="the weights' dtype (default float32)")
-    parser.add_argument("--tokenizer", default=None,
-                        help="tokenizer.json, or a folder holding it (default: the checkpoint's)")
-    args = parser.parse_args(argv)
-    try:
-        _check_sampling(args.temperature, args.top_k, args.top_p, args.min_p, args.repetition_penalty)
-        if args.max_new_tokens < 0:
-            raise ValueError(f"--max-new-tokens must be >= 0, got {args.max_new_tokens}")
-        device = torch.device(args.device) if args.device else pick_device()
-        try:
-            torch.empty(0, device=device)  # an unavailable device fails here, not mid-load
-        except (RuntimeError, AssertionError) as err:
-            raise ValueError(f"--device {device} is not available here ({err}); try --device cpu") from None
-    except (ValueError, RuntimeError) as err:
-        parser.error(str(err))
-    try:
-        tokenizer = load_tokenizer(args.tokenizer or args.checkpoint)
-        model = load_pretrained(args.checkpoint, device=device, dtype=getattr(torch, args.dtype))
-    except CheckpointError as err:
-        parser.exit(2, f"error: {err}\n")
-    try:
-        prompt_ids = tokenizer.encode(args.prompt).ids
-    except Exception as err:  # tokenizers raises a bare Exception, e.g. for an unknown character
-        parser.exit(2, f"error: the tokenizer cannot encode --prompt ({err}); a character-level "
-                       f"tokenizer knows only the characters of its training text\n")
-    if not prompt_ids:
-        parser.exit(2, "error: --prompt encodes to no tokens; give some text\n")
-    if max(prompt_ids) >= model.config.vocab_size:
-        parser.exit(2, f"error: the tokenizer gives id {max(prompt_ids)} but the model has only "
-                       f"{model.config.vocab_size} tokens; pass the checkpoint's own tokenizer\n")
-    generator = torch.Generator(device=device).manual_seed(args.seed) if args.seed is not None else None
-    try:
-        streamer = _TextStreamer(tokenizer, prompt_ids, sys.stdout)
-        generate(model, torch.tensor([prompt_ids], device=device), args.max_new_tokens,
-                 temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
-                 repetition_penalty=args.repetition_penalty, generator=generator, streamer=streamer)
-        streamer.end()
-    except BrokenPipeError:  # the reader left (e.g. piped into head): stop quietly
-        import os
-
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
-        sys.exit(0)
-
-
-if __name__ == "__main__":
-    main()

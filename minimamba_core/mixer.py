@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cache import InferenceCache, check_batch_size, check_state_dtype
+from .cache import InferenceCache
+from .checks import check_batch_size, check_state_dtype
 from .config import MambaConfig
 from .scan import selective_scan_parallel, selective_scan_sequential
 
@@ -122,15 +123,21 @@ class MambaMixer(nn.Module):
         """The precision of the convolution, scan and states: float32, or float64 in a float64 mixer."""
         return torch.promote_types(self.in_proj.weight.dtype, torch.float32)
 
+    def state_shapes(self, batch_size: int) -> dict[str, tuple]:
+        """The shapes of this layer's states: ``conv_state (b, d_inner, d_conv)``, ``ssm_state (b, d_inner, d_state)``."""
+        d, k, n = self.config.d_inner, self.config.d_conv, self.config.d_state
+        return {"conv_state": (batch_size, d, k), "ssm_state": (batch_size, d, n)}
+
     def allocate_inference_cache(self, batch_size: int, max_seqlen: int | None = None,
-                                 dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """This layer's zero states: ``conv_state (b, d_inner, d_conv)``, ``ssm_state (b, d_inner, d_state)``.
+                                 dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+        """This layer's zero states, ``{"conv_state": (b, d_inner, d_conv), "ssm_state": (b, d_inner, d_state)}``.
 
         The signature of ``Mamba.allocate_inference_cache`` in ``mamba_ssm/modules/mamba_simple.py``
-        (state-spaces/mamba, commit 0cce0fa). ``max_seqlen`` is accepted and unused: a Mamba-1
-        layer's states do not grow with the sequence. ``dtype`` defaults to
-        :meth:`compute_dtype` (the official module takes the weights' dtype, bf16 included; we
-        keep half-precision models' states in float32). The states live on the mixer's device.
+        (state-spaces/mamba, commit 0cce0fa), which returns the same two tensors as a tuple; a dict
+        names them for the model's :class:`InferenceCache`. ``max_seqlen`` is accepted and unused:
+        a Mamba-1 layer's states do not grow with the sequence. ``dtype`` defaults to
+        :meth:`compute_dtype` (the official module takes the weights' dtype, bf16 included; we keep
+        half-precision models' states in float32). The states live on the mixer's device.
 
         Raises:
             ValueError: ``batch_size < 1``; a dtype other than float32/float64.
@@ -138,10 +145,9 @@ class MambaMixer(nn.Module):
         check_batch_size(batch_size)
         dtype = self.compute_dtype() if dtype is None else dtype
         check_state_dtype(dtype)
-        b, d, k, n = batch_size, self.config.d_inner, self.config.d_conv, self.config.d_state
         device = self.in_proj.weight.device
-        return (torch.zeros(b, d, k, device=device, dtype=dtype),   # (b, d_inner, d_conv)
-                torch.zeros(b, d, n, device=device, dtype=dtype))   # (b, d_inner, d_state)
+        return {name: torch.zeros(shape, device=device, dtype=dtype)
+                for name, shape in self.state_shapes(batch_size).items()}
 
     def _apply(self, fn, *args, **kwargs):
         """``.to(torch.bfloat16)``, ``.half()``... cast every parameter but ``A_log`` and ``D``.
@@ -163,15 +169,20 @@ class MambaMixer(nn.Module):
                     param.grad = param.grad.to(keep)
         return self
 
-    def _ssm_inputs(self, x: torch.Tensor):
-        """``x (b, l, d_inner)`` -> ``delta`` before bias/softplus ``(b, l, d_inner)``, ``B, C (b, l, N)``."""
+    def ssm_inputs(self, x: torch.Tensor):
+        """``x (b, l, d_inner)`` -> ``delta`` before bias/softplus ``(b, l, d_inner)``, ``B, C (b, l, N)``.
+
+        A public hook: the LTI ablation (``training/tasks.py``, ``LTIMixer``) overrides it to make
+        ``delta, B, C`` independent of the input."""
         R, n = self.config.dt_rank, self.config.d_state
         dt, B, C = self.x_proj(x).split([R, n, n], dim=-1)  # (b, l, R), (b, l, n), (b, l, n)
         delta = F.linear(dt, self.dt_proj.weight)  # (b, l, d_inner); bias added in the scan
         return delta, B, C
 
-    def _scan_params(self):
-        """``A (d_inner, N)``, ``D (d_inner,)`` and the delta bias in float32 (float64 if stored so)."""
+    def scan_params(self):
+        """``A (d_inner, N)``, ``D (d_inner,)`` and the delta bias in float32 (float64 if stored so).
+
+        A public hook, overridden by the LTI ablation (``training/tasks.py``) as :meth:`ssm_inputs`."""
         acc = torch.promote_types(self.A_log.dtype, torch.float32)
         return -torch.exp(self.A_log.to(acc)), self.D.to(acc), self.dt_proj.bias.to(acc)
 
@@ -195,7 +206,7 @@ class MambaMixer(nn.Module):
         with _autocast_off(hidden.device.type):  # autocast would run the conv and scan in bf16
             x_t = x.transpose(1, 2).to(acc)  # (b, d_inner, l), the convolution runs in float32
             if cache is not None:
-                prev = cache.conv_states[self.layer_idx].to(x_t.dtype)  # (b, d_inner, k)
+                prev = cache.layers[self.layer_idx]["conv_state"].to(x_t.dtype)  # (b, d_inner, k)
             else:
                 prev = x_t.new_zeros(x_t.shape[0], x_t.shape[1], k)
             x_t = torch.cat([prev, x_t], dim=-1)  # (b, d_inner, k+l)
@@ -205,19 +216,20 @@ class MambaMixer(nn.Module):
             bias = self.conv1d.bias.to(acc) if self.conv1d.bias is not None else None
             x_conv = F.conv1d(x_t[:, :, 1:], weight, bias, groups=weight.shape[0])  # (b, d_inner, l)
             x = F.silu(x_conv).transpose(1, 2).to(hidden.dtype)  # (b, l, d_inner)
-            delta, B, C = self._ssm_inputs(x)
-            A, D, delta_bias = self._scan_params()
+            delta, B, C = self.ssm_inputs(x)
+            A, D, delta_bias = self.scan_params()
             if attention_mask is not None:  # delta = 0 on padded steps: A_bar = 1, B_bar = 0
                 delta = F.softplus(delta.to(acc) + delta_bias)  # (b, l, d_inner), as in the scan
                 delta = delta.masked_fill(~attention_mask[:, :, None], 0.0)
                 delta_bias = None
-            h0 = cache.ssm_states[self.layer_idx] if cache is not None else None
+            h0 = cache.layers[self.layer_idx]["ssm_state"] if cache is not None else None
             y, h = selective_scan_parallel(x, delta, A, B, C, D=D, z=z, delta_bias=delta_bias,
                                            delta_softplus=attention_mask is None, h0=h0,
                                            return_last_state=True)
         if cache is not None:  # rebind (never write in place: h0 may be saved for backward)
-            cache.conv_states[self.layer_idx] = x_t[:, :, -k:].detach().to(cache.dtype)
-            cache.ssm_states[self.layer_idx] = h.detach().to(cache.dtype)
+            state = cache.layers[self.layer_idx]
+            state["conv_state"] = x_t[:, :, -k:].detach().to(state["conv_state"].dtype)
+            state["ssm_state"] = h.detach().to(state["ssm_state"].dtype)
         return self.out_proj(y)  # (b, l, d_model)
 
     def step(self, hidden_t: torch.Tensor, cache: InferenceCache) -> torch.Tensor:
@@ -228,18 +240,19 @@ class MambaMixer(nn.Module):
         sequential scan with ``l = 1``). Computes the same function as :meth:`forward`.
         """
         x, z = self.in_proj(hidden_t).chunk(2, dim=-1)  # (b, 1, d_inner) each
-        conv_state = cache.conv_states[self.layer_idx]  # (b, d_inner, k)
+        state = cache.layers[self.layer_idx]
+        conv_state = state["conv_state"]  # (b, d_inner, k)
         with _autocast_off(hidden_t.device.type):  # float32 conv and scan under autocast too
             conv_state = torch.cat([conv_state[:, :, 1:], x.transpose(1, 2).to(conv_state.dtype)], dim=-1)
             x_conv = torch.einsum("bdk,dk->bd", conv_state, self.conv1d.weight[:, 0].to(conv_state.dtype))
             if self.conv1d.bias is not None:
                 x_conv = x_conv + self.conv1d.bias.to(conv_state.dtype)  # (b, d_inner)
             x = F.silu(x_conv)[:, None].to(hidden_t.dtype)  # (b, 1, d_inner)
-            delta, B, C = self._ssm_inputs(x)
-            A, D, delta_bias = self._scan_params()
+            delta, B, C = self.ssm_inputs(x)
+            A, D, delta_bias = self.scan_params()
             y, h = selective_scan_sequential(x, delta, A, B, C, D=D, z=z, delta_bias=delta_bias,
-                                             delta_softplus=True, h0=cache.ssm_states[self.layer_idx],
+                                             delta_softplus=True, h0=state["ssm_state"],
                                              return_last_state=True)
-        cache.conv_states[self.layer_idx] = conv_state.detach()
-        cache.ssm_states[self.layer_idx] = h.detach().to(cache.dtype)
+        state["conv_state"] = conv_state.detach()
+        state["ssm_state"] = h.detach().to(state["ssm_state"].dtype)
         return self.out_proj(y)  # (b, 1, d_model)

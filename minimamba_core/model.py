@@ -5,7 +5,11 @@ Official counterpart: ``MambaLMHeadModel`` and ``MixerModel`` in
 the checkpoint's (``backbone.embedding``, ``backbone.layers.{i}.norm``/``.mixer``,
 ``backbone.norm_f``, ``lm_head``), so a state dict loads by name.
 
-The block is pre-norm: ``residual <- residual + mixer(norm(residual))``. The official code
+The block is pre-norm: ``residual <- residual + mixer(norm(residual))``, and with
+``d_intermediate > 0`` then ``residual <- residual + mlp(norm2(residual))`` (the official
+``Block`` with a ``GatedMLP``). Each layer's mixer comes from a registry keyed by
+``config.ssm_cfg["layer"]`` (``"MHA"`` at ``attn_layer_idx``): a new model generation adds its
+mixer as a sibling file and registers it, and reuses this LM, the cache and ``generate``. The official code
 writes the same sum with a fused add+norm that carries the residual to the next block; the
 result is the same function. With ``residual_in_fp32`` the residual stream stays float32 in a
 bf16/fp16 model. Built in notebook ``06_language_model``.
@@ -14,28 +18,94 @@ bf16/fp16 model. Built in notebook ``06_language_model``.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .cache import InferenceCache
+from .checks import check_attention_mask, check_input_ids
 from .config import MambaConfig
 from .mixer import MambaMixer
 from .norm import RMSNorm
 
 
+# The mixer registry: ssm_cfg["layer"] (or "MHA" at attn_layer_idx) -> the class built there. A
+# mixer class takes (config, layer_idx) and has forward(hidden, cache, attention_mask),
+# step(hidden_t, cache), state_shapes(batch_size), allocate_inference_cache(batch_size,
+# max_seqlen, dtype) and compute_dtype(). Later model generations register their own.
+MIXERS: dict[str, type[nn.Module]] = {"Mamba1": MambaMixer}
+
+
+def register_mixer(layer: str, mixer_cls: type[nn.Module]) -> None:
+    """Make ``MambaConfig(ssm_cfg={"layer": layer})`` build ``mixer_cls(config, layer_idx)``.
+
+    Raises:
+        ValueError: ``layer`` is not a non-empty str, or is registered to another class.
+    """
+    if not isinstance(layer, str) or not layer:
+        raise ValueError(f"a mixer is registered under a layer name such as 'Mamba2', got {layer!r}")
+    if MIXERS.get(layer, mixer_cls) is not mixer_cls:
+        raise ValueError(f"layer {layer!r} is already registered to {MIXERS[layer].__name__}")
+    MIXERS[layer] = mixer_cls
+
+
+def build_mixer(config: MambaConfig, layer_idx: int) -> nn.Module:
+    """The mixer of layer ``layer_idx``, from the registry.
+
+    Raises:
+        ValueError: the layer kind (``ssm_cfg["layer"]``, or ``"MHA"`` for ``attn_layer_idx``)
+        has no registered mixer.
+    """
+    kind = config.layer_kind(layer_idx)
+    if kind not in MIXERS:
+        key = "attn_layer_idx" if layer_idx in config.attn_layer_idx else "ssm_cfg['layer']"
+        raise ValueError(f"{key} asks for a {kind!r} layer at index {layer_idx}, which has no registered mixer; "
+                         f"registered: {sorted(MIXERS)}")
+    return MIXERS[kind](config, layer_idx)
+
+
+class GatedMLP(nn.Module):
+    """``fc2(y * silu(gate))`` with ``y, gate = fc1(x).chunk(2)``: ``(b, l, d_model) -> (b, l, d_model)``.
+
+    The official ``GatedMLP`` (``mamba_ssm/modules/mlp.py``, commit 60dadf2) with its defaults:
+    no biases, hidden width ``d_intermediate`` rounded up to a multiple of 128.
+    """
+
+    def __init__(self, d_model: int, d_intermediate: int, multiple_of: int = 128) -> None:
+        super().__init__()
+        hidden = -(-d_intermediate // multiple_of) * multiple_of
+        self.fc1 = nn.Linear(d_model, 2 * hidden, bias=False)
+        self.fc2 = nn.Linear(hidden, d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y, gate = self.fc1(x).chunk(2, dim=-1)  # (b, l, hidden) each
+        return self.fc2(y * F.silu(gate))  # (b, l, d_model)
+
+
 class ResidualBlock(nn.Module):
-    """``RMSNorm -> MambaMixer -> + residual``: ``(b, l, d_model) -> (b, l, d_model)``."""
+    """``RMSNorm -> mixer -> + residual``, then with ``d_intermediate > 0`` ``RMSNorm -> GatedMLP -> + residual``.
+
+    ``(b, l, d_model) -> (b, l, d_model)``; the mixer comes from the registry (:func:`build_mixer`).
+    """
 
     def __init__(self, config: MambaConfig, layer_idx: int) -> None:
         super().__init__()
         self.norm = RMSNorm(config.d_model, eps=config.rms_norm_eps)
-        self.mixer = MambaMixer(config, layer_idx)
+        self.mixer = build_mixer(config, layer_idx)
+        if config.d_intermediate > 0:
+            self.norm2 = RMSNorm(config.d_model, eps=config.rms_norm_eps)
+            self.mlp = GatedMLP(config.d_model, config.d_intermediate)
+
+    def _mlp(self, residual: torch.Tensor) -> torch.Tensor:
+        if not hasattr(self, "mlp"):
+            return residual
+        return residual + self.mlp(self.norm2(residual))  # (b, l, d_model)
 
     def forward(self, residual: torch.Tensor, cache: InferenceCache | None = None,
                 attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        return residual + self.mixer(self.norm(residual), cache, attention_mask)
+        return self._mlp(residual + self.mixer(self.norm(residual), cache, attention_mask))
 
     def step(self, residual_t: torch.Tensor, cache: InferenceCache) -> torch.Tensor:
-        return residual_t + self.mixer.step(self.norm(residual_t), cache)
+        return self._mlp(residual_t + self.mixer.step(self.norm(residual_t), cache))
 
 
 class Backbone(nn.Module):
@@ -74,22 +144,6 @@ class MambaLM(nn.Module):
         """Number of distinct parameters (a tied head is counted once)."""
         return sum(p.numel() for p in self.parameters())
 
-    def _check_input_ids(self, input_ids: torch.Tensor, name: str = "input_ids") -> None:
-        if not isinstance(input_ids, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor of token ids, got {type(input_ids).__name__}")
-        if input_ids.dtype not in (torch.int64, torch.int32):  # what nn.Embedding indexes with
-            raise TypeError(f"{name} must hold integer token ids as torch.long (or torch.int32), got dtype "
-                            f"{input_ids.dtype}; convert with input_ids.long()")
-        if input_ids.dim() != 2:
-            raise ValueError(f"{name} must have shape (batch, seqlen), got {tuple(input_ids.shape)}; "
-                             f"use input_ids[None] for a single sequence")
-        if input_ids.shape[0] == 0 or input_ids.shape[1] == 0:
-            raise ValueError(f"{name} is empty (shape {tuple(input_ids.shape)}); give at least one token per row")
-        lo, hi = int(input_ids.min()), int(input_ids.max())
-        if lo < 0 or hi >= self.config.vocab_size:
-            raise ValueError(f"{name} must lie in [0, vocab_size={self.config.vocab_size}), "
-                             f"got values in [{lo}, {hi}]")
-
     def forward(self, input_ids: torch.Tensor, cache: InferenceCache | None = None,
                 num_last_tokens: int = 0, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Logits for every position: ``input_ids (b, l)`` int -> ``(b, l, padded_vocab_size)``.
@@ -115,16 +169,16 @@ class MambaLM(nn.Module):
             computes in (a float32 cache for a float64 model), negative ``num_last_tokens``, an
             ``attention_mask`` of another shape, with values other than 0/1, or not left padding.
         """
-        self._check_input_ids(input_ids)
+        check_input_ids(input_ids, self.config.vocab_size)
         if isinstance(num_last_tokens, bool) or not isinstance(num_last_tokens, int) or num_last_tokens < 0:
             raise ValueError(f"num_last_tokens must be an int >= 0, got {num_last_tokens!r}")
         if cache is not None:
             if not isinstance(cache, InferenceCache):
                 raise TypeError(f"cache must be an InferenceCache or None, got {type(cache).__name__}")
-            cache.check(self.config, input_ids.shape[0], self.backbone.embedding.weight.device,
-                        self.compute_dtype())
+            cache.check(self.state_shapes(cache.batch_size), input_ids.shape[0],
+                        self.backbone.embedding.weight.device, self.compute_dtype())
         if attention_mask is not None:
-            attention_mask = self._check_attention_mask(attention_mask, input_ids)  # (b, l) bool
+            attention_mask = check_attention_mask(attention_mask, input_ids)  # (b, l) bool
         residual = self._embed(input_ids)  # (b, l, d_model)
         for layer in self.backbone.layers:
             residual = layer(residual, cache, attention_mask)  # (b, l, d_model)
@@ -134,31 +188,6 @@ class MambaLM(nn.Module):
         if cache is not None:
             cache.seqlen_offset += input_ids.shape[1]
         return logits
-
-    @staticmethod
-    def _check_attention_mask(attention_mask: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
-        """Validate a left-padding mask; return it as bool ``(b, l)``, True on real tokens."""
-        if not isinstance(attention_mask, torch.Tensor):
-            raise TypeError(f"attention_mask must be a torch.Tensor (bool or 0/1 integers), "
-                            f"got {type(attention_mask).__name__}")
-        if attention_mask.is_floating_point() or attention_mask.is_complex():
-            raise TypeError(f"attention_mask must hold bool or 0/1 integers, got dtype {attention_mask.dtype}")
-        if attention_mask.shape != input_ids.shape:
-            raise ValueError(f"attention_mask must have the shape of input_ids {tuple(input_ids.shape)}, "
-                             f"got {tuple(attention_mask.shape)}")
-        if attention_mask.device != input_ids.device:
-            raise ValueError(f"attention_mask is on {attention_mask.device} but input_ids on {input_ids.device}")
-        if attention_mask.dtype != torch.bool and bool(((attention_mask != 0) & (attention_mask != 1)).any()):
-            raise ValueError(f"attention_mask must hold only 0 (padding) and 1 (token), got values "
-                             f"{sorted(set(attention_mask.unique().tolist()))}")
-        keep = attention_mask.bool()  # (b, l)
-        bad = keep[:, :-1] & ~keep[:, 1:]  # (b, l-1), a token followed by padding
-        if bool(bad.any()):
-            row, pos = (int(i) for i in bad.nonzero()[0])
-            raise ValueError(f"attention_mask must be left padding (each row 0...0 1...1), got row {row} "
-                             f"with a token at position {pos} followed by padding; pad on the left "
-                             f"(a causal model needs no mask for right padding)")
-        return keep
 
     def step(self, input_ids_t: torch.Tensor, cache: InferenceCache) -> torch.Tensor:
         """One decoding step: ``input_ids_t (b, 1)`` -> logits ``(b, 1, padded_vocab_size)``.
@@ -170,13 +199,13 @@ class MambaLM(nn.Module):
             TypeError/ValueError: as :meth:`forward`; also a shape other than ``(b, 1)``, a
             missing cache.
         """
-        self._check_input_ids(input_ids_t, "input_ids_t")
+        check_input_ids(input_ids_t, self.config.vocab_size, "input_ids_t")
         if input_ids_t.shape[1] != 1:
             raise ValueError(f"step takes one token per row, shape (b, 1); got {tuple(input_ids_t.shape)}")
         if not isinstance(cache, InferenceCache):
             raise TypeError("step needs an InferenceCache (run a prefill with forward(..., cache=cache) first)")
-        cache.check(self.config, input_ids_t.shape[0], self.backbone.embedding.weight.device,
-                    self.compute_dtype())
+        cache.check(self.state_shapes(cache.batch_size), input_ids_t.shape[0],
+                    self.backbone.embedding.weight.device, self.compute_dtype())
         residual = self._embed(input_ids_t)  # (b, 1, d_model)
         for layer in self.backbone.layers:
             residual = layer.step(residual, cache)
@@ -202,15 +231,19 @@ class MambaLM(nn.Module):
         states have a fixed size).
 
         Returns:
-            ``InferenceCache`` with ``conv_states[i] (b, d_inner, d_conv)``,
-            ``ssm_states[i] (b, d_inner, d_state)``, ``seqlen_offset = 0``.
+            ``InferenceCache`` with one entry per layer, each allocated by that layer's mixer (a
+            Mamba-1 layer: ``conv_state (b, d_inner, d_conv)``, ``ssm_state (b, d_inner, d_state)``),
+            ``seqlen_offset = 0``.
 
         Raises:
             ValueError: ``batch_size < 1``; a dtype other than float32/float64.
         """
-        states = [layer.mixer.allocate_inference_cache(batch_size, max_seqlen, dtype)
-                  for layer in self.backbone.layers]
-        return InferenceCache([conv for conv, _ in states], [ssm for _, ssm in states], 0)
+        return InferenceCache([layer.mixer.allocate_inference_cache(batch_size, max_seqlen, dtype)
+                               for layer in self.backbone.layers], 0)
+
+    def state_shapes(self, batch_size: int) -> list[dict[str, tuple]]:
+        """Per layer, the names and shapes of the states its mixer keeps for ``batch_size`` sequences."""
+        return [layer.mixer.state_shapes(batch_size) for layer in self.backbone.layers]
 
     def empty_cache(self, batch_size: int) -> InferenceCache:
         """``allocate_inference_cache(batch_size)``: a zero cache in this model's precision and device."""

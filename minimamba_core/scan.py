@@ -22,7 +22,7 @@ Differences from the official code, all harmless:
   exactly as the official kernel; notebook ``02_selection`` measures the difference.
 * Arithmetic is float32 (float64 when any input is float64); the output has ``x``'s dtype.
 
-The parallel twin computes the same recurrence by chunks (``fast_scan.py``, ``chunk_scan.py``;
+The parallel twin computes the same recurrence by chunks (the ``fast_scan`` package;
 notebooks ``04_parallel_scan`` and ``11_performance``): the sequence is cut into chunks of ``T``
 steps; what a chunk does to a state is summarized without a loop (the decay from step ``s`` to
 ``t`` is ``exp((cs_t - cs_s) A)`` with ``cs`` the running sum of ``delta``); the summaries --
@@ -37,59 +37,16 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .fast_scan import chunked_scan
-from .scan_compile import maybe_compiled
+from . import fast_scan  # the engine, through its one door
+from .checks import check_scan_inputs, scan_output_dtype
 
 METHODS = ("parallel", "sequential")
-
-
-def _check_float(name: str, t: torch.Tensor | None) -> None:
-    if t is None:
-        return
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if not t.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
-
-
-def _out_dtype(x) -> torch.dtype:
-    """``x``'s dtype, after checking that ``x`` is a float tensor (the output has this dtype)."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-    _check_float("x", x)
-    return x.dtype
-
-
-def _validate(x, delta, A, B, C, D, z, delta_bias, h0, check_finite):
-    tensors = dict(x=x, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=delta_bias, h0=h0)
-    for name, t in tensors.items():
-        _check_float(name, t)
-    if x.dim() != 3:
-        raise ValueError(f"x must have shape (b, l, d_inner), got a {x.dim()}-d tensor of shape {tuple(x.shape)}")
-    b, l, d = x.shape
-    if A.dim() != 2 or A.shape[0] != d:
-        raise ValueError(f"A must have shape (d_inner={d}, d_state), got {tuple(A.shape)}")
-    n = A.shape[1]
-    expected = dict(delta=(b, l, d), z=(b, l, d), B=(b, l, n), C=(b, l, n), D=(d,),
-                    delta_bias=(d,), h0=(b, d, n))
-    for name, shape in expected.items():
-        t = tensors[name]
-        if t is not None and tuple(t.shape) != shape:
-            raise ValueError(f"{name} must have shape {shape} to match x {tuple(x.shape)} and "
-                             f"A {tuple(A.shape)}, got {tuple(t.shape)}")
-    for name, t in tensors.items():
-        if t is not None and t.device != x.device:
-            raise ValueError(f"{name} is on {t.device} but x is on {x.device}; move all inputs to one device")
-    if check_finite:
-        for name, t in tensors.items():
-            if t is not None and not bool(torch.isfinite(t).all()):
-                raise ValueError(f"{name} contains NaN or inf (check_finite=True)")
 
 
 def _prepare(x, delta, A, B, C, D, z, delta_bias, delta_softplus, h0, check_finite, edge=None):
     """Validate, cast to the compute dtype and apply the delta bias and softplus (``_delta``,
     or ``edge`` when given: its compiled version). ``z`` keeps its dtype (``_finish`` casts it)."""
-    _validate(x, delta, A, B, C, D, z, delta_bias, h0, check_finite)
+    check_scan_inputs(x, delta, A, B, C, D, z, delta_bias, h0, check_finite)
     given = [t for t in (x, delta, A, B, C, D, z, delta_bias, h0) if t is not None]
     dtype = torch.float64 if any(t.dtype == torch.float64 for t in given) else torch.float32
     cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731
@@ -157,7 +114,7 @@ def selective_scan_sequential(
 
     Matches ``selective_scan_ref`` of state-spaces/mamba (commit 0cce0fa) up to layout.
     """
-    out_dtype = _out_dtype(x)
+    out_dtype = scan_output_dtype(x)
     x, delta, A, B, C, D, z, h0 = _prepare(x, delta, A, B, C, D, z, delta_bias, delta_softplus,
                                            h0, check_finite)
     b, l, d = x.shape
@@ -196,17 +153,17 @@ def selective_scan_parallel(
     d_state)``, ``D, delta_bias (d_inner,)``, ``h0 (batch, d_inner, d_state)``; returns ``y (batch,
     seqlen, d_inner)``, and the last state ``(batch, d_inner, d_state)`` with
     ``return_last_state``.
-    Runs the chunked scan of ``fast_scan.py`` (notebook ``11_performance``): chunks of ``T``
-    steps, each chunk's effect summarized without a loop, the summaries scanned, then all chunks
-    side by side (``fast_scan.SCHEDULE = "sequential"`` runs them one after another instead,
-    which is faster on a CPU with many channels). Its backward is written out and
+    Runs the chunked scan of the ``fast_scan`` package (notebook ``11_performance``): chunks of
+    ``T`` steps, each chunk's effect summarized without a loop, the summaries scanned, then all
+    chunks side by side (``fast_scan.using(schedule="chained")`` runs them one after another
+    instead, which is faster on a CPU with many channels). Its backward is written out and
     recomputes the states of one chunk at a time, so only ``1/T`` of the states
     ``(b, l, d_inner, d_state)`` is kept. ``mm.set_scan_compile(True)`` compiles it.
     """
-    out_dtype = _out_dtype(x)
+    out_dtype = scan_output_dtype(x)
     # With the compile switch on, the elementwise steps before and after the scan are compiled
     # too: each fuses into one kernel instead of one pass over (b, l, d) per operation.
-    edge = maybe_compiled("delta", _delta) if x.dim() == 3 and x.shape[1] > 0 else None
+    edge = fast_scan.maybe_compiled("delta", _delta) if x.dim() == 3 and x.shape[1] > 0 else None
     x, delta, A, B, C, D, z, h0 = _prepare(x, delta, A, B, C, D, z, delta_bias, delta_softplus,
                                            h0, check_finite, edge)
     b, l, d = x.shape
@@ -214,8 +171,8 @@ def selective_scan_parallel(
         y = _finish(x.new_zeros(b, 0, d), x, D, z, out_dtype)
         h = h0 if h0 is not None else x.new_zeros(b, d, A.shape[1])
         return (y, h) if return_last_state else y
-    y, h = chunked_scan(x, delta, A, B, C, h0)  # (b, l, d), (b, d, n)
-    y = maybe_compiled("finish", _finish)(y, x, D, z, out_dtype)
+    y, h = fast_scan.chunked_scan(x, delta, A, B, C, h0)  # (b, l, d), (b, d, n)
+    y = fast_scan.maybe_compiled("finish", _finish)(y, x, D, z, out_dtype)
     return (y, h) if return_last_state else y
 
 

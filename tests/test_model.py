@@ -112,7 +112,7 @@ def test_cached_ssm_state_after_prefill_equals_float64_reference(device):
         mixer = layer.mixer
         x, z = mixer.in_proj(hidden).chunk(2, dim=-1)
         x = torch.nn.functional.silu(mixer.conv1d(x.transpose(1, 2))[..., :50].transpose(1, 2))
-        delta, B, C = mixer._ssm_inputs(x)
+        delta, B, C = mixer.ssm_inputs(x)
         _, h = mm.selective_scan_sequential(x, delta, -torch.exp(mixer.A_log), B, C, D=mixer.D, z=z,
                                             delta_bias=mixer.dt_proj.bias, delta_softplus=True,
                                             return_last_state=True)

@@ -70,8 +70,8 @@ def test_lti_parameters_do_not_depend_on_the_input():
     mixer = model.backbone.layers[1].mixer
     assert isinstance(mixer, tasks.LTIMixer) and not hasattr(mixer, "x_proj")
     with torch.no_grad():
-        d1, B1, C1 = mixer._ssm_inputs(torch.randn(2, 9, 128))
-        d2, B2, C2 = mixer._ssm_inputs(torch.randn(2, 9, 128))
+        d1, B1, C1 = mixer.ssm_inputs(torch.randn(2, 9, 128))
+        d2, B2, C2 = mixer.ssm_inputs(torch.randn(2, 9, 128))
     assert torch.equal(d1, d2) and torch.equal(B1, B2) and torch.equal(C1, C2)
     assert torch.equal(d1, d1[:1, :1].expand_as(d1))
     s6 = tasks.task_model(16, selective=True, seed=0)
@@ -90,8 +90,8 @@ def test_lti_scan_is_a_convolution():
     l = 13
     x = torch.randn(1, l, 128, dtype=torch.float64)
     with torch.no_grad():
-        delta, B, C = mixer._ssm_inputs(x)
-        A, _, bias = mixer._scan_params()
+        delta, B, C = mixer.ssm_inputs(x)
+        A, _, bias = mixer.scan_params()
         y = mm.selective_scan_sequential(x, delta, A, B, C, delta_bias=bias, delta_softplus=True)
         dt = F.softplus(delta[0, 0] + bias)  # (d,)
         A_bar, B_bar = torch.exp(dt[:, None] * A), dt[:, None] * B[0, 0]  # (d, n)

@@ -18,10 +18,11 @@ from pathlib import Path
 
 import torch
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 TINY_SHAKESPEARE = DATA_DIR / "tinyshakespeare.txt"
 TINY_SHAKESPEARE_CHARS = 1_115_394  # len(input.txt) of karpathy/char-rnn's tinyshakespeare
 VAL_FRACTION = 0.1
+IGNORE_INDEX = -100  # target value of positions that are not scored (torch's default)
 
 
 def load_text(path: str | Path | None = None) -> str:

@@ -21,7 +21,7 @@ Token layouts (our choice, stated once): selective copying uses ``0`` = noise,
 **LTI ablation** (the paper's "S4" rows of Table 1): :class:`LTIMixer` is a
 :class:`~minimamba_core.mixer.MambaMixer` whose ``delta, B, C`` are learned parameters, the same
 at every time step and for every input, instead of projections of ``x``; everything else (the
-convolution, the gate, ``A``, ``D``) is unchanged. It replaces ``_ssm_inputs``, the mixer's one
+convolution, the gate, ``A``, ``D``) is unchanged. It replaces ``ssm_inputs``, the mixer's one
 hook for where ``delta, B, C`` come from. Built in notebook ``09_selection_tasks``.
 """
 
@@ -33,10 +33,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .config import MambaConfig
-from .mixer import MambaMixer
-from .model import MambaLM
-from .train import IGNORE_INDEX
+from ..config import MambaConfig
+from ..mixer import MambaMixer
+from ..model import MambaLM
+from .data import IGNORE_INDEX
 
 TASKS = ("selective_copying", "induction_heads")
 
@@ -144,7 +144,7 @@ class LTIMixer(MambaMixer):
         self.B_lti = nn.Parameter(torch.ones(config.d_state))  # (N,)
         self.C_lti = nn.Parameter(torch.randn(config.d_state) * config.d_state ** -0.5)  # (N,)
 
-    def _ssm_inputs(self, x: torch.Tensor):
+    def ssm_inputs(self, x: torch.Tensor):
         """The same values at every step: ``delta (b, l, d_inner)`` before bias/softplus, ``B, C (b, l, N)``."""
         b, l, _ = x.shape
         delta = (self.dt_proj.weight @ self.dt_lti).to(x.dtype)  # (d_inner,)

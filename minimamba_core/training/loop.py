@@ -28,7 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm as _tqdm_auto
 from tqdm.std import tqdm as _tqdm_text
 
-IGNORE_INDEX = -100  # target value of positions that are not scored (torch's default)
+from .data import IGNORE_INDEX
 
 
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor, vocab_size: int | None = None,

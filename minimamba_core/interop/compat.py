@@ -35,9 +35,10 @@ from typing import Any
 
 import torch
 
-from .cache import InferenceCache
-from .config import MambaConfig
-from .model import MambaLM
+from ..cache import InferenceCache
+from ..config import MambaConfig
+from ..checks import check_input_ids
+from ..model import MambaLM
 
 
 @dataclass
@@ -145,7 +146,7 @@ class Mamba(MambaLM):
             return super().forward(input_ids, cache=cache, num_last_tokens=num_last_tokens,
                                    attention_mask=attention_mask)
         offset, store = _check_inference_params(inference_params)
-        self._check_input_ids(input_ids)
+        check_input_ids(input_ids, self.config.vocab_size)
         if isinstance(num_last_tokens, bool) or not isinstance(num_last_tokens, int) or num_last_tokens < 0:
             raise ValueError(f"num_last_tokens must be an int >= 0, got {num_last_tokens!r}")
         b, l = input_ids.shape
@@ -162,9 +163,9 @@ class Mamba(MambaLM):
         return logits
 
     def _cache_from_store(self, store: MutableMapping, b: int, offset: int) -> InferenceCache:
-        """An :class:`InferenceCache` whose lists hold the dict's tensors (cast to the cache dtype)."""
+        """An :class:`InferenceCache` whose layers hold the dict's tensors (cast to the model's precision)."""
         p = self.backbone.embedding.weight
-        acc = torch.float64 if p.dtype == torch.float64 else torch.float32
+        acc = self.compute_dtype()
         conv, ssm = [], []
         for i in range(self.config.n_layer):
             entry = store.get(i)
@@ -186,7 +187,7 @@ class Mamba(MambaLM):
                     f"key_value_memory_dict[{i}] holds states of shapes {tuple(conv[i].shape)} and "
                     f"{tuple(ssm[i].shape)}; this model with batch size {b} needs {want[0]} and "
                     f"{want[1]} (states of another model or batch size? prefill with seqlen_offset=0)")
-        return InferenceCache(conv, ssm, offset)
+        return InferenceCache([{"conv_state": c, "ssm_state": s} for c, s in zip(conv, ssm)], offset)
 
     @staticmethod
     def _write_store(store: MutableMapping, view: InferenceCache) -> None:

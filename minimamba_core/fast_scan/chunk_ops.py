@@ -1,6 +1,6 @@
 """The selective scan on one chunk of ``T`` time steps: forward states, backward adjoints, summaries.
 
-These are the building blocks of the fast scan (``fast_scan.py``). Each works on a batch of
+These are the building blocks of the chunked scan (``chunked.py``). Each works on a batch of
 ``m`` chunks at once (``m = b`` when chunks are taken one after another, ``m = b * n_chunks``
 when all chunks run side by side) in the layout ``delta, x (m, T, d)``, ``B, C (m, T, n)``,
 ``A (d, n)``, states ``(m, d, n)``. ``delta`` is the step size *after* bias and softplus.

@@ -1,7 +1,7 @@
 """The one switch that runs the fast scan's chunk functions through ``torch.compile``.
 
 ``set_scan_compile(True)`` (or ``MINIMAMBA_COMPILE=1`` in the environment before import) makes
-:func:`chunk_fn` hand out compiled versions of the functions in ``chunk_scan.py`` (and
+:func:`chunk_fn` hand out compiled versions of the functions in ``chunk_ops.py`` (and
 :func:`maybe_compiled` those of the scan's elementwise edges in ``scan.py``); where
 ``torch.compile`` is missing, or compiling fails at a call, it warns once and the scan runs eager.
 Compiled, the in-place eager chunk functions are replaced by their ``*_functional`` twins:
@@ -13,7 +13,7 @@ multiple of the chunk (the padded outputs' strides differ), tens of seconds each
 does choose each kernel's block sizes from the shapes of that first call: make it at the length
 you will run (on an H200, the scan first called at l = 2048 ran l = 8192 forward+backward in
 42.7 ms, against 21.6 ms when first called at 8192, both with chunks of 32 steps;
-``benchmarks/README.md``).
+``benchmarks/LOG.md``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import warnings
 
 import torch
 
-from . import chunk_scan as cs
+from . import chunk_ops as cs
 
 _compile = {"on": os.environ.get("MINIMAMBA_COMPILE", "0") == "1", "fns": {}, "failed": set()}
 
@@ -51,8 +51,8 @@ def set_scan_compile(enabled: bool = True) -> bool:
 
 
 def forget_compiled() -> None:
-    """Drop every compiled chunk function: the next call compiles anew (after swapping one of
-    ``chunk_scan``'s functions, as ``benchmarks/bench_backward.py`` does)."""
+    """Drop every compiled chunk function and every failure: the next call compiles anew (after
+    swapping one of ``chunk_ops``' functions, as ``benchmarks/bench_backward.py`` does)."""
     _compile["fns"].clear()
     _compile["failed"].clear()
 
@@ -62,6 +62,11 @@ def scan_compile_enabled() -> bool:
     return _compile["on"]
 
 
+def compiled_functions() -> list[str]:
+    """Names of the functions compiled so far in this process (failed ones included)."""
+    return sorted(_compile["fns"])
+
+
 def scan_compile_failures() -> list[str]:
     """Names of the compiled functions (chunk functions, the scan's edges) whose compilation
     failed (they run eager)."""
@@ -69,7 +74,7 @@ def scan_compile_failures() -> list[str]:
 
 
 def chunk_fn(name: str):
-    """The chunk function ``name`` of ``chunk_scan``: eager, or compiled when the switch is on.
+    """The chunk function ``name`` of ``chunk_ops``: eager, or compiled when the switch is on.
 
     Compiled, the in-place eager version is replaced by its ``*_functional`` twin where one
     exists. A compile error at a call warns once and falls back to the eager function until the
