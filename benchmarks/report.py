@@ -16,6 +16,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import matplotlib.pyplot as plt  # noqa: E402
+
 from minimamba_core import viz  # noqa: E402
 
 # The official CUDA kernel, from a reference build measured once on the H200 (issue 7), fp32,
@@ -112,7 +114,7 @@ def main(argv=None) -> list[str]:
                     fig, _ = _plot(results, section, mode, dtype, metric)
                     name = f"{stem}-{section}-{mode.replace('+', '_')}-{dtype}-{metric}.png"
                     fig.savefig(os.path.join(args.plots, name), dpi=90)
-                    viz.plt.close(fig)
+                    plt.close(fig)
                     written.append(os.path.join(args.plots, name))
     with open(os.path.join(args.plots, "tables.md"), "w") as f:
         f.write("\n".join(tables))

@@ -1,4 +1,4 @@
-"""The plot functions of notebooks 00-05 (``minimamba_core/viz.py``, section "notebooks 00-05").
+"""The plot functions of notebooks 00-05 (``minimamba_core/viz/``: ``ssm``, ``scan``, ``block``).
 
 Every function is called with several slider values and the tests assert on the ``data`` it
 returns (never on pixels): against closed forms, the package's scans, or by-hand values. A last
@@ -216,7 +216,7 @@ def _combine(p, q):  # (a1, u1) o (a2, u2) = (a1 a2, a2 u1 + u2)
 ])
 def test_scan_schedules_compute_the_scan(algorithm, length):
     levels = viz.scan_schedule(algorithm, length, chunk=4)
-    ranges = viz.run_schedule(levels, [(i, i) for i in range(length)], viz._combine_ranges, None)
+    ranges = viz.run_schedule(levels, [(i, i) for i in range(length)], viz.combine_ranges, None)
     assert ranges[-1] == [(0, i) for i in range(length)]  # every position holds its prefix
     g = torch.Generator().manual_seed(length)
     a = (torch.rand(length, generator=g, dtype=f64) * 0.5 + 0.5).tolist()
@@ -249,7 +249,7 @@ def test_plot_scan_tree_depth_and_work(algorithm, length, depth, work):
 def test_plot_scan_tree_every_level_changes_the_picture(algorithm, length):
     # Every level writes something and changes what some position holds: each slider step is visible.
     levels = viz.scan_schedule(algorithm, length, chunk=4)
-    ranges = viz.run_schedule(levels, [(i, i) for i in range(length)], viz._combine_ranges, None)
+    ranges = viz.run_schedule(levels, [(i, i) for i in range(length)], viz.combine_ranges, None)
     for level in range(1, len(levels)):
         assert levels[level][1] and ranges[level] != ranges[level - 1], (algorithm, length, level)
     # The plot shows that schedule: its data at a middle level and at the last one.

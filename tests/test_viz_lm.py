@@ -1,4 +1,4 @@
-"""Plot functions of notebooks 06, 07 and 10 (``minimamba_core.viz``): the data behind each figure.
+"""Plot functions of notebooks 06, 07 and 10 (``minimamba_core/viz/lm.py``, ``sampling.py``): the data behind each figure.
 
 Each function is called with several slider values, and the returned ``data`` is checked
 against numbers derived independently (formulas, the configuration), not against pixels.

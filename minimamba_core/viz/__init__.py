@@ -1,0 +1,84 @@
+"""Plot functions behind the notebooks' figures and widgets (needs the ``notebooks`` extra).
+
+Every plot function is a plain function of its slider values that returns ``(fig, data)``:
+``data`` is a dict of the arrays drawn, so tests assert on numbers rather than pixels, and a
+notebook shows a static call before the widget so it reads on GitHub, where widgets do not render.
+:func:`widget` wires a function to ``ipywidgets.interact``.
+
+One module per lesson group: ``ssm`` (notebooks 01, 02), ``scan`` (03, 04), ``block`` (05),
+``lm`` (06, 07), ``sampling`` (10), ``training`` (08, 09), ``benchmarks`` (11 and
+``benchmarks/report.py``); ``widgets`` holds :func:`widget` and the argument checks.
+"""
+
+from .benchmarks import benchmark_series, benchmark_table, loglog_slope, plot_benchmark, plot_loglog
+from .block import SCRUB_TEXT, mixer_scrub_example, mixer_selection, plot_mixer_scrub
+from .lm import plot_cache_memory, plot_decode_error, plot_dt_init, plot_param_breakdown, plot_time_per_token
+from .sampling import plot_generation_controls, plot_sampling
+from .scan import (
+    SCAN_ALGORITHMS,
+    combine_ranges,
+    plot_scan_trace,
+    plot_scan_tree,
+    run_schedule,
+    scan_schedule,
+    scan_trace_example,
+)
+from .ssm import (
+    B_BAR_RULES,
+    DISCRETIZATIONS,
+    SELECTION_SIGNALS,
+    diagonal_ssm_states,
+    discretize_scalar,
+    plot_discretization,
+    plot_selection,
+    selection_signal,
+)
+from .training import (
+    plot_accuracy_curves,
+    plot_bigram,
+    plot_length_generalization,
+    plot_loss_curves,
+    plot_task_example,
+)
+from .widgets import NOOP_ENV, widget
+
+__all__ = [
+    "B_BAR_RULES",
+    "DISCRETIZATIONS",
+    "NOOP_ENV",
+    "SCAN_ALGORITHMS",
+    "SCRUB_TEXT",
+    "SELECTION_SIGNALS",
+    "benchmark_series",
+    "benchmark_table",
+    "combine_ranges",
+    "diagonal_ssm_states",
+    "discretize_scalar",
+    "loglog_slope",
+    "mixer_scrub_example",
+    "mixer_selection",
+    "plot_accuracy_curves",
+    "plot_benchmark",
+    "plot_bigram",
+    "plot_cache_memory",
+    "plot_decode_error",
+    "plot_discretization",
+    "plot_dt_init",
+    "plot_generation_controls",
+    "plot_length_generalization",
+    "plot_loglog",
+    "plot_loss_curves",
+    "plot_mixer_scrub",
+    "plot_param_breakdown",
+    "plot_sampling",
+    "plot_scan_trace",
+    "plot_scan_tree",
+    "plot_selection",
+    "plot_task_example",
+    "plot_time_per_token",
+    "run_schedule",
+    "scan_schedule",
+    "scan_trace_example",
+    "selection_signal",
+    "widget",
+]
