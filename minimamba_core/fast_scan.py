@@ -27,7 +27,7 @@ Two schedules compute the same numbers:
   one 28 MiB block (``_prime_allocator``: no page is touched), which raises both thresholds for
   the process as any larger computation would (on a 2-core machine, forward at l = 256 in a
   fresh process: 25.0 ms and 11,229 page faults per call unprimed, 9.5 ms and 63 primed;
-  ``benchmarks/bench_allocator.py``, ``benchmarks/README.md``).
+  ``benchmarks/bench_allocator.py``, ``benchmarks/LOG.md``).
 
 ``set_scan_compile(True)`` (or the environment variable ``MINIMAMBA_COMPILE=1``) runs the chunk
 functions through ``torch.compile``; where that is unavailable or fails, it warns once and stays
@@ -47,7 +47,7 @@ _CHUNK_COMPILED = {"sequential": 32, "parallel": 32}  # compiled: the loop is un
 # Compiled on a GPU: chunks of 16 halve the backward's unrolled reverse loop (its per-step
 # reductions over d_inner run one after another) for twice the saved chunk-entry states; at
 # issue 7's shape on H200s, faster than 32 in every pairing measured, though each pairing spans
-# two processes or machines (benchmarks/README.md, device run 6)
+# two processes or machines (benchmarks/LOG.md, device run 6)
 _CHUNK_COMPILED_GPU = {"sequential": 32, "parallel": 16}
 _BLOCK_ELEMENTS = 2 ** 27  # largest (m, T, d_block, n) temporary of the parallel schedule (512 MiB fp32)
 # On a CPU: 8 MiB fp32 blocks (below glibc's largest mmap threshold, 32 MiB, so no page faults

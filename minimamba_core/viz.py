@@ -1056,7 +1056,8 @@ def plot_sampling(model, prompt_ids, decode, temperature: float = 1.0, top_p: fl
 
 # ---- notebooks 08, 09, 11 (plots added below this line) --------------------------------------
 
-# notebook 11: cost against length, and the committed benchmark results (benchmarks/results/*.json).
+# notebook 11: cost against length, and the committed benchmark results (benchmarks/results/*.json;
+# the earlier runs' files in benchmarks/results/archive/).
 
 
 def loglog_slope(lengths, values) -> float | None:
