@@ -10,7 +10,8 @@
   generation loop (ours ``generate``, transformers ``generate``, mamba.py ``LM.step``).
 Same configuration for all three (official initialization differs in details; timings do not
 depend on the values). transformers runs its pure-torch path: no kernels are installed.
-Results are merged into ``--out`` under ``model-<device>``; schema in ``benchmarks/README.md``.
+Results are merged into ``--out`` under ``model-<device>``; schema in ``benchmarks/LOG.md``
+(results file schema).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ in turn (interleaved by length) on fresh random inputs (``randn``, never zeros),
 (under ``torch.no_grad``) and forward+backward (``y.backward(gy)`` with a random ``gy``).
 Results are merged into ``--out`` under the section ``scan-<device>`` after every length (a
 stopped run keeps what it measured); the schema is in
-``benchmarks/README.md``. ``MINIMAMBA_QUICK=1`` shrinks everything to a smoke test.
+``benchmarks/LOG.md``. ``MINIMAMBA_QUICK=1`` shrinks everything to a smoke test.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@
   resident set size (sampled every 0.2 ms) minus the size before, after returning freed
   memory to the system.
 * ``machine_info()`` records what the numbers were measured on; ``write_results`` writes the
-  JSON documented in ``benchmarks/README.md``.
+  JSON documented in ``benchmarks/LOG.md`` (results file schema).
 An out-of-memory error is recorded as ``"oom"``, any other failure as ``"error: ..."``.
 """
 

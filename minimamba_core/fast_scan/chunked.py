@@ -23,7 +23,8 @@ Two schedules compute the same numbers (``settings.py`` holds every tuning numbe
   once a block that large has been freed, and the heap is trimmed back to the OS whenever more
   than twice the threshold is free at its top, so in a fresh process the blocks fault too. The
   first scan on a CPU therefore allocates and frees one 28 MiB block (:func:`prime_allocator`: no
-  page is touched), which raises both thresholds for the process as any larger computation would.
+  page is touched), which raises both thresholds for the process as any larger computation would
+(``benchmarks/bench_allocator.py``, ``benchmarks/LOG.md``).
 
 Built in notebook ``11_performance``; timed in ``benchmarks/``.
 """

@@ -13,7 +13,7 @@ multiple of the chunk (the padded outputs' strides differ), tens of seconds each
 does choose each kernel's block sizes from the shapes of that first call: make it at the length
 you will run (on an H200, the scan first called at l = 2048 ran l = 8192 forward+backward in
 42.7 ms, against 21.6 ms when first called at 8192, both with chunks of 32 steps;
-``benchmarks/LOG.md``).
+``benchmarks/LOG.md``, device run 5).
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """Plots and tables of notebook 11 and ``benchmarks/report.py``: cost against length on
-log-log axes, and the committed benchmark results (``benchmarks/results/*.json``).
+log-log axes, and the committed benchmark results (``benchmarks/results/*.json``; the earlier
+runs' files in ``benchmarks/results/archive/``).
 """
 
 from __future__ import annotations
