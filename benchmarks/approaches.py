@@ -22,14 +22,14 @@ from minimamba_core import fast_scan
 
 
 def _ours(schedule=None, compiled=False):
+    """The package's parallel scan; ``schedule`` forces ``"chained"`` or ``"summarized"`` (the
+    methods keep their recorded names: ``*_sequential_schedule`` is the chained schedule,
+    ``*_parallel_schedule`` the summarized one)."""
     def run(x, delta, A, B, C, D, z, delta_bias):
         fast_scan.set_scan_compile(compiled)
-        old, fast_scan.SCHEDULE = fast_scan.SCHEDULE, schedule
-        try:
+        with fast_scan.using(schedule=schedule):
             return mm.selective_scan_parallel(x, delta, A, B, C, D=D, z=z, delta_bias=delta_bias,
                                               delta_softplus=True)
-        finally:
-            fast_scan.SCHEDULE = old
     return run
 
 
@@ -37,11 +37,11 @@ def _ours_compiled_eager_edges(x, delta, A, B, C, D, z, delta_bias):
     """Ours with only the scan compiled: the bias, softplus, ``D`` skip and gate around it eager
     (one pass over ``(b, l, d)`` per operation), as they were before device run 5."""
     fast_scan.set_scan_compile(True)
-    out_dtype = x.dtype
-    x, delta, A, B, C, D, z, _ = mm.scan._prepare(x, delta, A, B, C, D, z, delta_bias, True, None,
-                                                  False)
-    y, _ = fast_scan.chunked_scan(x, delta, A, B, C)
-    return mm.scan._finish(y, x, D, z, out_dtype)
+    out_dtype, f32 = x.dtype, torch.float32
+    delta = F.softplus(delta.to(f32) + delta_bias.to(f32))  # (b, l, d), eager
+    x, A, B, C = (t.to(f32) for t in (x, A, B, C))
+    y, _ = fast_scan.chunked_scan(x, delta, A, B, C)  # (b, l, d), compiled chunk functions
+    return ((y + x * D.to(f32)) * F.silu(z.to(f32))).to(out_dtype)  # eager D skip and gate
 
 
 _ARGS = ("x", "delta", "A", "B", "C", "D", "z", "delta_bias")
@@ -215,10 +215,10 @@ def available(name: str) -> bool:
 # name -> (factory of the callable, peer package or None, supports backward)
 METHODS = {
     "ours_eager": (lambda: _ours(), None, True),
-    "ours_eager_sequential_schedule": (lambda: _ours("sequential"), None, True),
-    "ours_eager_parallel_schedule": (lambda: _ours("parallel"), None, True),
+    "ours_eager_sequential_schedule": (lambda: _ours("chained"), None, True),
+    "ours_eager_parallel_schedule": (lambda: _ours("summarized"), None, True),
     "ours_compiled": (lambda: _ours(compiled=True), None, True),
-    "ours_compiled_parallel_schedule": (lambda: _ours("parallel", compiled=True), None, True),
+    "ours_compiled_parallel_schedule": (lambda: _ours("summarized", compiled=True), None, True),
     "ours_compiled_cudagraph": (_ours_compiled_cudagraph, None, True),
     "ours_compiled_eager_edges": (lambda: _ours_compiled_eager_edges, None, True),
     "ours_loop_reference": (lambda: sequential, None, True),
@@ -231,7 +231,7 @@ METHODS = {
 
 
 def chunk_backward_stacked(h_in, lam_in, delta, x, A, B, C, gy):
-    """The compiled chunk backward before device run 4 (``chunk_scan.py`` at commit bfb0fe2, with
+    """The compiled chunk backward before device run 4 (``chunk_scan.py``, now ``fast_scan/chunk_ops.py``, at commit bfb0fe2, with
     the states appended rather than indexed): all ``T`` states and adjoints stacked into
     ``(m, T, d, n)`` tensors, then reduced. ``bench_backward.py`` times it against the package's
     ``chunk_backward_functional``, which reduces inside the reverse loop."""

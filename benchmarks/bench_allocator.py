@@ -6,14 +6,14 @@ glibc's ``malloc`` serves a large block with ``mmap`` (fresh pages, one fault ea
 touch) until a block that large has been freed: its mmap threshold starts at 128 KiB and rises
 to the size of the largest mmapped block freed so far (at most 32 MiB), and the heap is trimmed
 back to the OS when more than twice that is free at its top. The eager parallel scan allocates
-and frees temporaries of up to 8 MiB per ``d_inner`` block (``fast_scan._CPU_BLOCK_ELEMENTS``),
+and frees temporaries of up to 8 MiB per ``d_inner`` block (``fast_scan.settings.block_elements_cpu``),
 so in a process that has never freed a larger block, every call faults its temporaries in again.
 The package therefore primes the allocator itself at its first CPU scan
-(``fast_scan._prime_allocator``).
+(``fast_scan.prime_allocator``).
 
 Each row runs in its own fresh Python process: one method, one length, one mode, and either a
 *fresh* allocator (the package's priming switched off) or a *primed* one (a tensor of
-``fast_scan._PRIME_ELEMENTS`` float32, 28 MiB, allocated and freed first, as the package does,
+``fast_scan.settings.prime_elements`` float32, 28 MiB, allocated and freed first, as the package does,
 and as any larger earlier computation would; files before 2026-11-30's second allocator run
 used 32 MiB - 4 KiB, their ``prime_bytes``). It records the median time (``common.measure``) and the
 minor page faults per call (``resource.getrusage``). Rows go under ``allocator-cpu``.
@@ -40,8 +40,8 @@ def _child(method: str, L: int, mode: str, primed: bool, threads: int) -> dict:
     """One measurement in this (fresh) process."""
     torch.set_num_threads(threads)
     if primed:
-        fast_scan._prime_allocator()  # what the package's first CPU scan does
-    fast_scan._ALLOCATOR["primed"] = True  # and no priming later: this row decides
+        fast_scan.prime_allocator()  # what the package's first CPU scan does
+    fast_scan.settings.prime_allocator = False  # and no priming later: this row decides
     shape = dict(b=1, d=8, n=4) if common.quick() else SHAPES["cpu"]
     inp = make_inputs(shape["b"], L, shape["d"], shape["n"], torch.float32, torch.device("cpu"), seed=L)
     call = one_call(approaches.METHODS[method][0](), inp, mode)
@@ -88,7 +88,7 @@ def main(argv=None):
                           f"{row.get('ms', float('nan')):8.1f} ms  {row['minor_faults_per_call']:8.0f} faults/call",
                           flush=True)
     common.write_results(args.out, "allocator-cpu", dict(machine=common.machine_info(torch.device("cpu")),
-                                                          prime_bytes=fast_scan._PRIME_ELEMENTS * 4, rows=rows))
+                                                          prime_bytes=fast_scan.settings.prime_elements * 4, rows=rows))
     print(f"wrote {args.out}")
     return rows
 

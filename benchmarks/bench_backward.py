@@ -5,7 +5,7 @@
 
 Variants of the function that ``torch.compile`` runs for one chunk's backward:
 
-* ``in_loop`` -- the package's ``chunk_scan.chunk_backward_functional``: every reduction (over
+* ``in_loop`` -- the package's ``fast_scan.chunk_ops.chunk_backward_functional``: every reduction (over
   ``N`` for ``dx`` and ``ddelta``, over ``d_inner`` for ``dB`` and ``dC``) taken inside the
   reverse loop, so no ``(m, T, d_inner, N)`` tensor is built;
 * ``stacked`` -- the earlier version (``approaches.chunk_backward_stacked``): the ``T`` states
@@ -14,7 +14,7 @@ Variants of the function that ``torch.compile`` runs for one chunk's backward:
 * ``in_loop_t16``, ``in_loop_t32`` -- ``in_loop`` with chunks of 16 or 32 steps (``in_loop``
   and ``stacked`` take the package's compiled chunks: 16 on a GPU, 32 on a CPU);
 * ``in_loop_one_block`` -- ``in_loop`` with the whole of ``d_inner`` in one block (on a GPU;
-  the CPU's blocks are set by ``fast_scan._CPU_BLOCK_ELEMENTS``), saving launches and the
+  the CPU's blocks are set by ``fast_scan.settings.block_elements_cpu``), saving launches and the
   per-block sums of ``dB``, ``dC`` at the cost of larger temporaries;
 * ``in_loop_t16_one_block`` -- both of the last two.
 
@@ -36,18 +36,18 @@ import time
 
 import torch
 
-from minimamba_core import chunk_scan, fast_scan, scan_compile
+from minimamba_core import fast_scan
 
 from . import approaches, common
 from .bench_scan import SHAPES, make_inputs
 
 VARIANTS = {  # name -> (the compiled chunk backward, steps per chunk, d_inner block elements;
     #                 None: the package's)
-    "in_loop": (chunk_scan.chunk_backward_functional, None, None),
-    "in_loop_t16": (chunk_scan.chunk_backward_functional, 16, None),
-    "in_loop_t32": (chunk_scan.chunk_backward_functional, 32, None),
-    "in_loop_one_block": (chunk_scan.chunk_backward_functional, None, 2 ** 40),
-    "in_loop_t16_one_block": (chunk_scan.chunk_backward_functional, 16, 2 ** 40),
+    "in_loop": (fast_scan.chunk_ops.chunk_backward_functional, None, None),
+    "in_loop_t16": (fast_scan.chunk_ops.chunk_backward_functional, 16, None),
+    "in_loop_t32": (fast_scan.chunk_ops.chunk_backward_functional, 32, None),
+    "in_loop_one_block": (fast_scan.chunk_ops.chunk_backward_functional, None, 2 ** 40),
+    "in_loop_t16_one_block": (fast_scan.chunk_ops.chunk_backward_functional, 16, 2 ** 40),
     "stacked": (approaches.chunk_backward_stacked, None, None),
     "stacked_t16": (approaches.chunk_backward_stacked, 16, None),
 }
@@ -82,24 +82,23 @@ def main(argv=None):
     args = p.parse_args(argv)
     device = common.parse_device(p, args.device)
     backward, T, block = VARIANTS[args.variant]
-    chunks = fast_scan._compiled_chunks(device)
-    T = T or chunks["parallel"]
-    block = block or fast_scan._BLOCK_ELEMENTS
+    table = "chunk_compiled_cpu" if device.type == "cpu" else "chunk_compiled_gpu"
+    T = T or getattr(fast_scan.settings, table)["summarized"]
+    block = block or fast_scan.settings.block_elements_gpu
     shape = dict(SHAPES[device.type])  # issue 7's shapes: GPU b=4, d_inner=1536; CPU b=1, 768
     if common.quick():
         shape, args.lengths, T = dict(b=1, d=8, n=4), [33], 2
-    saved = (chunk_scan.chunk_backward_functional, chunks["parallel"], fast_scan._BLOCK_ELEMENTS,
-             fast_scan.scan_compile_enabled())
-    chunk_scan.chunk_backward_functional = backward  # what the compiled scan's backward runs
-    chunks["parallel"] = T
-    fast_scan._BLOCK_ELEMENTS = block  # on a GPU: the backward's d_inner blocks
-    scan_compile.forget_compiled()  # compile the variant, not a function compiled earlier
+    saved = (fast_scan.chunk_ops.chunk_backward_functional, fast_scan.scan_compile_enabled())
+    fast_scan.chunk_ops.chunk_backward_functional = backward  # what the compiled scan's backward runs
+    fast_scan.forget_compiled()  # compile the variant, not a function compiled earlier
     try:
-        rows = [_one_length(args, device, shape, L, T) for L in args.lengths]
+        # on a GPU block_elements_gpu sets the backward's d_inner blocks
+        with fast_scan.using(**{table: {"summarized": T}}, block_elements_gpu=block):
+            rows = [_one_length(args, device, shape, L, T) for L in args.lengths]
     finally:  # the package as it was
-        chunk_scan.chunk_backward_functional, chunks["parallel"], fast_scan._BLOCK_ELEMENTS = saved[:3]
-        scan_compile.forget_compiled()
-        fast_scan.set_scan_compile(saved[3])
+        fast_scan.chunk_ops.chunk_backward_functional = saved[0]
+        fast_scan.forget_compiled()
+        fast_scan.set_scan_compile(saved[1])
     return rows
 
 
@@ -120,10 +119,10 @@ def _one_length(args, device, shape, L, T):
             compiled(**inp)
 
     row = dict(variant=args.variant, L=L, chunk=T, dtype="float32",
-               block_elements=fast_scan._block_elements(device))  # the d_inner blocks in effect
+               block_elements=fast_scan.settings.block_elements(device))  # the d_inner blocks in effect
     t0 = time.perf_counter()
     fwd_bwd()  # compiles; other processes may be timing meanwhile (it runs little on the GPU)
-    common._sync(device)
+    common.sync(device)
     row["compile_fb_s"] = round(time.perf_counter() - t0, 1)
     row["compile_failures"] = fast_scan.scan_compile_failures()  # non-empty: the row timed eager
     got = {k: leaves[k].grad.clone() for k in GRADS}
@@ -133,7 +132,7 @@ def _one_length(args, device, shape, L, T):
                                       for k in GRADS)
         t0 = time.perf_counter()
         fwd()
-        common._sync(device)
+        common.sync(device)
         row["compile_fw_s"] = round(time.perf_counter() - t0, 1)
         row["fwd+bwd"] = common.measure(fwd_bwd, device, repeats=5, budget_s=2)
         row["fwd"] = common.measure(fwd, device, repeats=5, budget_s=2)

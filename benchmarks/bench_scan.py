@@ -81,10 +81,11 @@ def bench_one(fn, inp, mode, device, repeats, budget_s):
 
 def _settings(kind):
     """The scan's size constants in effect, for the results file."""
-    return dict(chunk=dict(fast_scan._CHUNK), chunk_compiled=dict(fast_scan._CHUNK_COMPILED),
-                chunk_compiled_gpu=dict(fast_scan._CHUNK_COMPILED_GPU),
-                block_elements=fast_scan._block_elements(torch.device(kind)),
-                min_block_channels=fast_scan._CPU_MIN_CHANNELS if kind == "cpu" else 1)
+    s = fast_scan.settings
+    return dict(chunk=dict(s.chunk), chunk_compiled=dict(s.chunk_compiled_cpu),
+                chunk_compiled_gpu=dict(s.chunk_compiled_gpu),
+                block_elements=s.block_elements(torch.device(kind)),
+                min_block_channels=s.min_block_channels_cpu if kind == "cpu" else 1)
 
 
 def _flush(out, device, shape, rows, written):

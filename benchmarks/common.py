@@ -91,7 +91,7 @@ def _peak_cpu_bytes(fn) -> int:
     return max(0, max(peak, _rss()) - start)
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -116,7 +116,7 @@ def measure(fn, device: torch.device, warmup: int = 2, repeats: int = 5,
     try:
         first = time.perf_counter()
         fn()
-        _sync(device)
+        sync(device)
         first_call_s = time.perf_counter() - first  # compilation included, where there is one
         # Warm up for at least ``warmup`` calls and WARMUP_S seconds: on a CPU the first calls
         # of a new size also pay the allocator's page faults (tens of calls at small sizes).
@@ -125,7 +125,7 @@ def measure(fn, device: torch.device, warmup: int = 2, repeats: int = 5,
         while calls < warmup or (time.perf_counter() - first - first_call_s < warmup_s
                                  and calls < 50):
             fn()
-            _sync(device)
+            sync(device)
             calls += 1
         times = []
         spent = 0.0
@@ -149,12 +149,12 @@ def measure(fn, device: torch.device, warmup: int = 2, repeats: int = 5,
                "warmup_s": round(first_call_s, 3)}
         if memory:
             if device.type == "cuda":
-                _sync(device)
+                sync(device)
                 torch.cuda.empty_cache()
                 before = torch.cuda.memory_allocated(device)
                 torch.cuda.reset_peak_memory_stats(device)
                 fn()
-                _sync(device)
+                sync(device)
                 out["peak_mb"] = (torch.cuda.max_memory_allocated(device) - before) / 2 ** 20
             else:
                 out["peak_mb"] = _peak_cpu_bytes(fn) / 2 ** 20
@@ -211,11 +211,11 @@ def launch_us(device: torch.device, n: int = 2000) -> float:
     x = torch.zeros(1, device=device)
     for _ in range(100):  # warm-up
         x.add_(1)
-    _sync(device)
+    sync(device)
     t0 = time.perf_counter()
     for _ in range(n):
         x.add_(1)
-    _sync(device)
+    sync(device)
     return (time.perf_counter() - t0) / n * 1e6
 
 

@@ -3,7 +3,7 @@
 Field names follow the official ``config.json`` of ``state-spaces/mamba-*``: the ``ssm_cfg``
 entries are flattened to the top level, and ``ssm_cfg["layer"]`` picks the mixer; the letters in the comments are the paper's
 (Gu & Dao 2023, arXiv 2312.00752, Section 3 and Appendix E). Converting to and from the nested
-official form and the Hugging Face key names is :mod:`minimamba_core.checkpoint`'s job.
+official form and the Hugging Face key names is :mod:`minimamba_core.interop.layouts`' job.
 
 Built in notebook ``06_language_model``.
 """

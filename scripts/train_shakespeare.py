@@ -15,7 +15,7 @@ Measured (see ``models/shakespeare_recipe.json`` for the shipped run's curves):
   the same 597 steps). An earlier 143-step run of the same recipe, the GPU shared seven ways,
   reached 1.63.
 * ``--preset cpu`` on this project's 2-core CPU machine (torch 2.13.0, 2 threads, the scan's
-  ``"sequential"`` schedule, which this script chooses on a CPU): 1200 steps in 1432 s of training
+  ``"sequential"`` schedule, now named ``"chained"``, which this script chooses on a CPU): 1200 steps in 1432 s of training
   (24 minutes wall clock in all, evaluation and saving included), validation loss **1.5343**
   nats per character over the whole split (358,272 parameters). The run's curves and sample are in
   ``models/shakespeare_cpu_recipe.json`` (its weights are not shipped).
@@ -46,9 +46,9 @@ from pathlib import Path
 import torch
 
 import minimamba_core as mm
-from minimamba_core import data as D
 from minimamba_core import fast_scan
-from minimamba_core.train import evaluate, steps_for_budget, train
+from minimamba_core.training import data as D
+from minimamba_core.training import evaluate, steps_for_budget, train
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -94,7 +94,7 @@ def main(argv=None) -> dict:
     if device.type == "cuda":
         torch.set_float32_matmul_precision("high")  # TF32 matrix products
     if device.type == "cpu":  # the chunk-after-chunk schedule is the faster one on a CPU (benchmarks/README.md)
-        fast_scan.SCHEDULE = "sequential"
+        fast_scan.settings.schedule = "chained"
     torch.manual_seed(args.seed)
 
     text = D.load_text()
@@ -158,7 +158,7 @@ def main(argv=None) -> dict:
         "command": "python scripts/train_shakespeare.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "preset": args.preset, "recipe": recipe, "seed": args.seed,
         "device": mm.describe_device(device), "torch": torch.__version__, "python": platform.python_version(),
-        "threads": torch.get_num_threads(), "scan_schedule": fast_scan.SCHEDULE or "default",
+        "threads": torch.get_num_threads(), "scan_schedule": fast_scan.settings.schedule or "default",
         "parameters": model.num_parameters(),
         "train_seconds": round(train_seconds, 1), "steps_done": len(hist.steps),
         "val_loss": round(val["loss"], 4), "val_tokens": val["tokens"], "best_step": best["step"],

@@ -39,8 +39,7 @@ from pathlib import Path
 import torch
 
 import minimamba_core as mm
-from minimamba_core import tasks
-from minimamba_core.train import evaluate, steps_for_budget, train
+from minimamba_core.training import evaluate, steps_for_budget, tasks, train
 
 
 def parse_args(argv=None):

@@ -42,7 +42,7 @@ class CharVocab:
     """A character vocabulary: the sorted distinct characters of a text, id = rank.
 
     ``encode(str) -> LongTensor (l,)`` and ``decode(ids) -> str``. The same mapping is written
-    as a ``tokenizers`` WordLevel ``tokenizer.json`` by :mod:`minimamba_core.checkpoint`.
+    as a ``tokenizers`` WordLevel ``tokenizer.json`` by :mod:`minimamba_core.interop.checkpoint`.
 
     Raises:
         ValueError: an empty text; encoding a character outside the vocabulary (named);

@@ -186,7 +186,7 @@ def save_task_model(model: MambaLM, directory: str | Path, info: dict | None = N
 
     The tasks' models are not language models with a tokenizer, and the LTI variant has
     parameters no official checkpoint has, so they use this small format rather than
-    :func:`~minimamba_core.checkpoint.save_pretrained`.
+    :func:`~minimamba_core.interop.checkpoint.save_pretrained`.
     """
     from safetensors.torch import save_model
 

@@ -114,7 +114,7 @@ def scan_schedule(algorithm: str, length: int, chunk: int = 4) -> list[tuple[str
     * ``"hillis-steele"``: level ``j`` combines position ``i`` with ``i - 2**(j-1)``; any length.
     * ``"blelloch"``: up-sweep, clear the root, down-sweep (an exclusive scan), then one
       elementwise step to make it inclusive; ``length`` a power of two.
-    * ``"chunked"``: the GPU schedule of the package's scan (``fast_scan.py``) with chunks of
+    * ``"chunked"``: the summarized schedule of the package's scan (``fast_scan/chunked.py``) with chunks of
       ``chunk`` steps: every chunk's summary in one level (the package computes it without a
       loop, from cumulative sums of ``delta``), the chunk summaries scanned one after another (the
       package does that in groups of ``chunk``, recursively), then every chunk runs its steps
