@@ -115,9 +115,13 @@ class InferenceCache:
                 rather than upcast: its earlier states were already rounded.
 
         Raises:
+            TypeError: ``shapes`` is not a list of dicts (a config, say: pass the model's shapes).
             ValueError: another model's layers or shapes, another batch size, another device, or
             states of lower precision than ``compute_dtype``.
         """
+        if not isinstance(shapes, (list, tuple)) or not all(isinstance(s, dict) for s in shapes):
+            raise TypeError(f"shapes must be a list of per-layer dicts {{state name: shape}}, as "
+                            f"model.state_shapes(batch_size) gives; got {type(shapes).__name__}")
         fix = f"build one with model.allocate_inference_cache({batch_size})"
         if len(self.layers) != len(shapes):
             raise ValueError(f"this cache was built for another model: {len(self.layers)} layers, the model "

@@ -94,20 +94,21 @@ def test_report_renders_tables_and_plots(tmp_path):
 
 @pytest.mark.parametrize("variant", ["in_loop", "stacked", "in_loop_one_block"])
 def test_backward_variants_benchmark_compiles_checks_and_times(tmp_path, variant):
-    from minimamba_core import chunk_scan, fast_scan
+    import dataclasses
+
+    from minimamba_core import fast_scan
 
     from benchmarks import bench_backward
 
-    before = (chunk_scan.chunk_backward_functional, dict(fast_scan._CHUNK_COMPILED),
-              fast_scan._BLOCK_ELEMENTS)
+    before = (fast_scan.chunk_ops.chunk_backward_functional, dataclasses.asdict(fast_scan.settings))
     out = tmp_path / "r.json"
     rows = bench_backward.main(["--device", "cpu", "--variant", variant, "--out", str(out)])
     if rows[0]["compile_failures"]:  # it then timed the eager fallback, not the variant
         pytest.skip(f"compiler unavailable here: {rows[0]['compile_failures']}")
     assert rows[0]["max_rel_grad_err"] < 1e-4  # the variant computes the eager scan's gradients
     assert json.loads(out.read_text())["backward-cpu"]["rows"][0]["fwd+bwd"]["ms"] > 0
-    assert (chunk_scan.chunk_backward_functional, fast_scan._CHUNK_COMPILED,
-            fast_scan._BLOCK_ELEMENTS) == before  # restored
+    assert (fast_scan.chunk_ops.chunk_backward_functional,
+            dataclasses.asdict(fast_scan.settings)) == before  # restored, every setting
     assert not fast_scan.scan_compile_enabled()
 
 

@@ -1,7 +1,11 @@
-"""InferenceCache: shapes and dtypes, reset, size, and bad arguments."""
+"""InferenceCache (``minimamba_core/cache.py``): shapes and dtypes, reset, size, bad arguments, and
+the per-layer protocol: one dict of named states per layer (whatever names a mixer keeps),
+``conv_states`` / ``ssm_states`` as read-only views, and ``check`` against the shapes a model
+asks for."""
 
 import pytest
 import torch
+from helpers import expect_error, small_config, small_ids, tiny_lm
 
 import minimamba_core as mm
 
@@ -93,7 +97,7 @@ def test_a_float32_cache_is_refused_by_a_float64_model(where):
 def test_one_float32_state_among_float64_ones_is_refused():
     model = _float64_model()
     cache = model.allocate_inference_cache(1)
-    cache.conv_states[2] = cache.conv_states[2].float()
+    cache.layers[2]["conv_state"] = cache.layers[2]["conv_state"].float()
     with pytest.raises(ValueError, match="holds torch.float32 states"):
         model(torch.tensor([[1, 2]]), cache=cache)
 
@@ -109,12 +113,102 @@ def test_a_float64_cache_serves_a_float32_model():
     assert all(t.dtype == torch.float64 for t in cache.conv_states + cache.ssm_states)
 
 
-def test_mixer_allocates_its_own_states():
-    mixer = _float64_model().backbone.layers[1].mixer
-    conv_state, ssm_state = mixer.allocate_inference_cache(3, max_seqlen=10)
-    assert conv_state.shape == (3, 32, 3) and ssm_state.shape == (3, 32, 4)  # (b, d_inner, d_conv / d_state)
-    assert conv_state.dtype == ssm_state.dtype == torch.float64
-    with pytest.raises(ValueError, match="batch_size must be a positive int"):
-        mixer.allocate_inference_cache(0)
-    with pytest.raises(ValueError, match="cache dtype must be torch.float32 or torch.float64"):
-        mixer.allocate_inference_cache(1, dtype=torch.float16)
+# ---- bad input (issue 9): the cache a model is given, and the cache's own constructor ---------
+
+def test_forward_rejects_a_cache_for_another_batch_size(small_model):
+    cache = small_model.empty_cache(3)
+    expect_error(lambda: small_model(small_ids(2), cache=cache), ValueError, "cache", "3 sequences", "batch size 2")
+    expect_error(lambda: small_model.step(small_ids(2, 1), cache), ValueError, "cache", "3 sequences", "batch size 2")
+
+
+@pytest.mark.parametrize("other, words", [
+    (dict(n_layer=3), ["3 layers", "the model has 2"]),
+    (dict(d_model=32), ["layer 0 holds", "'conv_state': (2, 64, 4)", "needs", "'conv_state': (2, 32, 4)"]),
+    (dict(d_state=8), ["layer 0 holds", "'ssm_state': (2, 32, 8)", "needs", "'ssm_state': (2, 32, 4)"]),
+    (dict(d_conv=3), ["layer 0 holds", "'conv_state': (2, 32, 3)", "needs", "'conv_state': (2, 32, 4)"]),
+], ids=["n_layer", "d_model", "d_state", "d_conv"])
+def test_forward_rejects_a_cache_for_another_model(small_model, other, words):
+    cache = mm.InferenceCache.empty(small_config(**other), 2)
+    for call in (lambda: small_model(small_ids(2), cache=cache), lambda: small_model.step(small_ids(2, 1), cache)):
+        expect_error(call, ValueError, "another model", *words, "model.allocate_inference_cache(2)")
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, 2.0, True, "2"])
+def test_cache_empty_rejects_bad_batch_size(batch_size):
+    expect_error(lambda: mm.InferenceCache.empty(small_config(), batch_size), ValueError,
+                 "batch_size", "positive int", repr(batch_size))
+
+
+def test_cache_empty_rejects_half_dtype_and_non_config():
+    expect_error(lambda: mm.InferenceCache.empty(small_config(), 1, dtype=torch.bfloat16), ValueError,
+                 "dtype", "float32", "torch.bfloat16")
+    expect_error(lambda: mm.InferenceCache.empty({"d_model": 16}, 1), TypeError, "config", "MambaConfig", "dict")
+
+
+def test_cache_check_names_what_differs(small_model):
+    cache = mm.InferenceCache.empty(small_config(), 2)
+    shapes = small_model.state_shapes(2)
+    cache.check(shapes, 2)  # the right model and batch size pass
+    expect_error(lambda: cache.check(shapes, 4), ValueError, "2 sequences", "batch size 4")
+    one_layer = mm.MambaLM(small_config(n_layer=1)).state_shapes(2)
+    expect_error(lambda: cache.check(one_layer, 2), ValueError, "2 layers", "the model has 1")
+    expect_error(lambda: cache.check("config", 2), TypeError, "shapes", "state_shapes", "str")
+    expect_error(lambda: cache.check(small_config(), 2), TypeError, "shapes", "state_shapes", "MambaConfig")
+
+
+def test_a_cache_on_another_device_is_rejected():
+    """Adversarial review (2026-11-29, fixed in ede8461): a cache on another device than the model
+    is refused by name, not by a device error deep inside."""
+    model = tiny_lm()
+    cache = mm.InferenceCache.empty(model.config, 1, device="meta")
+    with pytest.raises(ValueError, match="cache lives on meta"):
+        model(torch.tensor([[1, 2]]), cache=cache)
+
+
+# ---- the per-layer protocol ----------------------------------------------------------------
+
+def test_layers_hold_each_mixers_named_states():
+    """A Mamba-1 model's cache: per layer ``{"conv_state", "ssm_state"}``, as its mixers allocate them."""
+    torch.manual_seed(0)
+    model = mm.MambaLM(CFG)
+    cache = model.allocate_inference_cache(2)
+    assert len(cache.layers) == 3 and cache.seqlen_offset == 0
+    assert [{k: tuple(v.shape) for k, v in layer.items()} for layer in cache.layers] == model.state_shapes(2) == [
+        {"conv_state": (2, 32, 3), "ssm_state": (2, 32, 4)}] * 3
+    empty = mm.InferenceCache.empty(CFG, 2)  # the config-only constructor builds the same
+    assert [{k: (v.shape, v.dtype) for k, v in layer.items()} for layer in empty.layers] == [
+        {k: (v.shape, v.dtype) for k, v in layer.items()} for layer in cache.layers]
+    assert cache.tensors() == [t for layer in cache.layers for t in (layer["conv_state"], layer["ssm_state"])]
+
+
+def test_conv_states_and_ssm_states_are_read_only_views():
+    cache = mm.InferenceCache.empty(CFG, 1)
+    views = cache.conv_states
+    assert views is not cache.conv_states and views[1] is cache.layers[1]["conv_state"]
+    views[1] = torch.ones(1)  # a new list: the cache does not change
+    assert cache.layers[1]["conv_state"].shape == (1, 32, 3)
+    with pytest.raises(AttributeError):
+        cache.ssm_states = []
+    cache.layers[1]["ssm_state"] = torch.ones(1, 32, 4)  # where a state is replaced
+    assert cache.ssm_states[1].sum() == 32 * 4
+
+
+def test_a_cache_of_other_state_names():
+    """The cache only holds states: any names, shapes and dtypes; its size, dtype, reset follow them."""
+    cache = mm.InferenceCache([{"running_sum": torch.ones(2, 16), "count": torch.full((2, 1), 3.0)},
+                               {"h": torch.ones(2, 4, 8, 16, dtype=torch.float64)}], seqlen_offset=3)
+    assert cache.batch_size == 2 and cache.dtype == torch.float32  # the lowest precision held
+    assert cache.nbytes() == 2 * 16 * 4 + 2 * 4 + 2 * 4 * 8 * 16 * 8
+    cache.check([{"running_sum": (2, 16), "count": (2, 1)}, {"h": (2, 4, 8, 16)}], 2)
+    expect_error(lambda: cache.check([{"conv_state": (2, 16)}, {"h": (2, 4, 8, 16)}], 2), ValueError,
+                 "layer 0 holds", "'running_sum': (2, 16)", "needs", "'conv_state': (2, 16)")
+    expect_error(lambda: cache.check([{"running_sum": (2, 16), "count": (2, 1)}, {"h": (2, 4, 8, 16)}], 2,
+                                     compute_dtype=torch.float64), ValueError, "torch.float32 states", "torch.float64")
+    cache.reset()
+    assert cache.seqlen_offset == 0 and not any(t.any() for t in cache.tensors())
+
+
+def test_empty_refuses_a_config_with_other_layer_kinds():
+    for kw, kind in ((dict(ssm_cfg={"layer": "Mamba2"}), "Mamba2"), (dict(attn_layer_idx=[0]), "MHA")):
+        expect_error(lambda: mm.InferenceCache.empty(small_config(**kw), 1), ValueError, "Mamba-1 states only",
+                     repr(kind), "model.allocate_inference_cache")

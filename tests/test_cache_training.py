@@ -127,7 +127,8 @@ def test_cache_graph_guard_fires_when_states_keep_their_graph(monkeypatch):
     def keeps_graph(self, hidden, cache=None, attention_mask=None):
         out = original(self, hidden, cache, attention_mask)
         if cache is not None:  # re-attach the state to this forward's graph
-            cache.ssm_states[self.layer_idx] = cache.ssm_states[self.layer_idx] + 0 * out.sum()
+            state = cache.layers[self.layer_idx]
+            state["ssm_state"] = state["ssm_state"] + 0 * out.sum()
         return out
     monkeypatch.setattr(mixer_mod.MambaMixer, "forward", keeps_graph)
     cache = _train_step_with_fresh_cache(_model(), *_batch(2, 12))
@@ -196,7 +197,8 @@ def test_conv_state_guard_fires_on_an_off_by_one_window(monkeypatch):
     def off_by_one(self, hidden, cache=None, attention_mask=None):
         out = original(self, hidden, cache, attention_mask)
         if cache is not None:  # the bug: the window one step too old
-            cache.conv_states[self.layer_idx] = torch.roll(cache.conv_states[self.layer_idx], 1, dims=-1)
+            state = cache.layers[self.layer_idx]
+            state["conv_state"] = torch.roll(state["conv_state"], 1, dims=-1)
         return out
     monkeypatch.setattr(mixer_mod.MambaMixer, "forward", off_by_one)
     with pytest.raises(AssertionError, match="conv_state is not the last"):

@@ -15,7 +15,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from minimamba_core import data as D
+from minimamba_core.training import data as D
 
 ROOT = Path(__file__).resolve().parents[1]
 # The forbidden folder, built so that this file does not contain it literally.

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 import minimamba_core as mm
-from minimamba_core.data import CharVocab, load_text, random_windows
-from minimamba_core.train import train
+from minimamba_core.training import CharVocab, load_text, train
+from minimamba_core.training.data import random_windows
 
 gen_mod = importlib.import_module("minimamba_core.generate")
 

@@ -1,7 +1,10 @@
-"""generate and sample_next_token: greedy equals argmax decoding, no padded rows, EOS, controls."""
+"""generate and sample_next_token (``minimamba_core/generate.py``): greedy equals argmax decoding, no
+padded rows, EOS, controls, and bad input named at the door (issue 9)."""
 
+import numpy as np
 import pytest
 import torch
+from helpers import BAD_CONTROLS, BAD_IDS, SMALL_VOCAB, expect_error, small_ids, tiny_lm
 
 import minimamba_core as mm
 
@@ -119,3 +122,73 @@ def test_bad_controls_raise(kwargs, match):
 def test_zero_new_tokens_returns_the_prompt():
     ids = _prompt()
     assert torch.equal(mm.generate(_model(), ids, 0), ids)
+
+
+# ---- bad input (issue 9): the argument named, what was expected and what was given ------------
+
+VOCAB = SMALL_VOCAB
+
+
+@pytest.mark.parametrize("case, make, error, words", BAD_IDS, ids=[c[0] for c in BAD_IDS])
+def test_generate_rejects_bad_ids(small_model, case, make, error, words):
+    expect_error(lambda: mm.generate(small_model, make(), 3), error, *words)
+
+
+@pytest.mark.parametrize("name, value, words", BAD_CONTROLS, ids=[f"{c[0]}={c[1]}" for c in BAD_CONTROLS])
+def test_sampling_controls_out_of_range(small_model, name, value, words):
+    expect_error(lambda: mm.generate(small_model, small_ids(), 2, **{name: value}), ValueError, *words)
+    logits = torch.zeros(2, small_model.config.padded_vocab_size)
+    expect_error(lambda: mm.sample_next_token(logits, VOCAB, **{name: value}), ValueError, *words)
+
+
+def test_generate_rejects_bad_lengths_and_eos(small_model):
+    expect_error(lambda: mm.generate(small_model, small_ids(), -1), ValueError, "max_new_tokens", ">= 0", "-1")
+    expect_error(lambda: mm.generate(small_model, small_ids(), 2.0), ValueError, "max_new_tokens", "2.0")
+    expect_error(lambda: mm.generate(small_model, small_ids(), 2, eos_token_id=VOCAB), ValueError, "eos_token_id", "50")
+    expect_error(lambda: mm.generate("model", small_ids(), 2), TypeError, "model", "MambaLM", "str")
+    assert torch.equal(mm.generate(small_model, small_ids(), 0), small_ids())  # zero new tokens: the prompt back
+
+
+def test_sample_next_token_rejects_bad_logits_and_history():
+    ok = torch.zeros(2, 56)
+    expect_error(lambda: mm.sample_next_token(torch.zeros(56), VOCAB), ValueError, "logits", "(b >= 1", "(56,)")
+    expect_error(lambda: mm.sample_next_token(torch.zeros(2, 1, 56), VOCAB), ValueError, "logits", "(2, 1, 56)")
+    expect_error(lambda: mm.sample_next_token(torch.zeros(2, 40), VOCAB), ValueError, "logits", "vocab_size=50", "(2, 40)")
+    expect_error(lambda: mm.sample_next_token(torch.zeros(0, 56), VOCAB), ValueError, "logits", "(0, 56)")
+    expect_error(lambda: mm.sample_next_token(torch.zeros(2, 56, dtype=torch.long), VOCAB), TypeError,
+                 "logits", "floating-point", "torch.int64")
+    expect_error(lambda: mm.sample_next_token(ok, 0), ValueError, "vocab_size", "positive", "0")
+    expect_error(lambda: mm.sample_next_token(ok, VOCAB, repetition_penalty=1.2, previous_ids=torch.zeros(3, 4, dtype=torch.long)),
+                 ValueError, "previous_ids", "(b=2, t)", "(3, 4)")
+    expect_error(lambda: mm.sample_next_token(ok, VOCAB, repetition_penalty=1.2, previous_ids=torch.zeros(2, 4)),
+                 TypeError, "previous_ids", "torch.float32")
+    expect_error(lambda: mm.sample_next_token(ok, VOCAB, repetition_penalty=1.2,
+                                              previous_ids=torch.tensor([[1], [-3]])),
+                 ValueError, "previous_ids", "vocab_size=50", "-3")
+
+
+def test_generate_accepts_int32_prompts_with_a_repetition_penalty(small_model):
+    """int32 ids pass validation, so the penalty's gather must not choke on them."""
+    out = mm.generate(small_model, small_ids().int(), 3, temperature=0, repetition_penalty=1.3)
+    assert out.shape == (2, 8)
+
+
+# ---- defects found by the adversarial review (2026-11-29, fixed in ede8461) -------------------
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_non_finite_logits_raise_instead_of_picking_token_0(temperature):
+    """NaN logits: argmax silently picked token 0 and multinomial crashed; now a ValueError names the rows."""
+    logits = torch.randn(2, 8)
+    logits[1, 3] = float("nan")
+    with pytest.raises(ValueError, match=r"NaN or inf in rows \[1\]"):
+        mm.sample_next_token(logits, 8, temperature=temperature)
+
+
+def test_generate_eos_and_lengths_accept_numpy_ints_and_reject_bools():
+    model, ids = tiny_lm(), torch.tensor([[1, 2, 3]], dtype=torch.int32)
+    with pytest.raises(ValueError, match="eos_token_id"):
+        mm.generate(model, ids, 4, eos_token_id=True)
+    out = mm.generate(model, ids, np.int64(4), temperature=0, eos_token_id=np.int64(2))
+    assert out.shape == (1, 7) and out.dtype == torch.long
+    same = mm.generate(model, ids, 0)
+    assert same.dtype == torch.long and torch.equal(same, ids.long()) and same is not ids

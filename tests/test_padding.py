@@ -210,8 +210,25 @@ def test_padding_guard_fires_when_the_mask_is_ignored(monkeypatch):
 
 
 def test_padding_guard_fires_when_padding_leaks_into_the_convolution(monkeypatch):
-    """Only the state is protected (delta = 0), the padded inputs still reach the conv."""
-    monkeypatch.setattr(mixer_mod, "_skip_left_padding", lambda x_t, keep: x_t)
+    """Only the state is protected (delta = 0), the padded inputs still reach the conv: the mixer
+    runs without the mask, its ``ssm_inputs`` hook giving padded steps a delta that the softplus
+    makes 0."""
+    original = mixer_mod.MambaMixer.forward
+
+    def conv_sees_padding(self, hidden, cache=None, attention_mask=None):
+        if attention_mask is None:
+            return original(self, hidden, cache)
+        ssm_inputs = self.ssm_inputs
+
+        def zero_delta_on_padding(x):
+            delta, B, C = ssm_inputs(x)
+            return delta.masked_fill(~attention_mask[:, :, None], -1e4), B, C  # softplus(-1e4 + bias) = 0
+        self.ssm_inputs = zero_delta_on_padding  # this call only
+        try:
+            return original(self, hidden, cache)
+        finally:
+            del self.ssm_inputs
+    monkeypatch.setattr(mixer_mod.MambaMixer, "forward", conv_sees_padding)
     with pytest.raises(AssertionError, match="row 1 logits differ"):
         _check_rows_match(_model(), [9, 4, 1])
 

@@ -1,9 +1,13 @@
-"""The two selective scans against hand-computed values and a float64 sequential reference."""
+"""The two selective scans (``minimamba_core/scan.py``) against hand-computed values and a float64
+sequential reference, and their guard: bad input gives an exception that names the argument,
+what was expected and what was given, never a crash deep inside (issue 9); ``check_finite``
+makes them raise on NaN/inf. (The engine behind the parallel scan: ``test_fast_scan_*.py``.)"""
 
 import math
 
 import pytest
 import torch
+from helpers import expect_error
 
 import minimamba_core as mm
 
@@ -167,3 +171,81 @@ def test_check_finite_rejects_nan(scan):
     inp["delta"][0, 2, 1] = float("nan")
     with pytest.raises(ValueError, match="delta contains NaN or inf"):
         scan(**inp, check_finite=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# bad input at the scans' door (issue 9): every argument named; empty input gives empty output
+# ----------------------------------------------------------------------------------------------
+
+GUARDED = {"parallel": mm.selective_scan_parallel, "sequential": mm.selective_scan_sequential,
+           "front door": mm.selective_scan}
+
+
+def _guard_inputs(b=2, l=5, d=3, n=4, **replace):
+    g = torch.Generator().manual_seed(0)
+    inp = dict(x=torch.randn(b, l, d, generator=g), delta=torch.randn(b, l, d, generator=g),
+               A=-torch.rand(d, n, generator=g), B=torch.randn(b, l, n, generator=g),
+               C=torch.randn(b, l, n, generator=g), D=torch.ones(d), z=torch.randn(b, l, d, generator=g),
+               delta_bias=torch.zeros(d), h0=torch.zeros(b, d, n))
+    inp.update(replace)
+    return inp
+
+
+SCAN_CASES = [
+    # (what is wrong, replacement inputs, error, words the message must contain)
+    ("x rank", dict(x=torch.randn(4, 3)), ValueError, ["x", "(b, l, d_inner)", "(4, 3)"]),
+    ("x integer", dict(x=torch.ones(2, 5, 3, dtype=torch.long)), TypeError, ["x", "floating-point", "torch.int64"]),
+    ("delta integer", dict(delta=torch.ones(2, 5, 3, dtype=torch.int32)), TypeError, ["delta", "torch.int32"]),
+    ("delta shape", dict(delta=torch.randn(2, 4, 3)), ValueError, ["delta", "(2, 5, 3)", "(2, 4, 3)"]),
+    ("A shape", dict(A=torch.randn(2, 4)), ValueError, ["A", "d_inner=3", "(2, 4)"]),
+    ("B shape", dict(B=torch.randn(2, 5, 3)), ValueError, ["B", "(2, 5, 4)", "(2, 5, 3)"]),
+    ("C batch", dict(C=torch.randn(1, 5, 4)), ValueError, ["C", "(2, 5, 4)", "(1, 5, 4)"]),
+    ("D shape", dict(D=torch.ones(4)), ValueError, ["D", "(3,)", "(4,)"]),
+    ("z shape", dict(z=torch.randn(2, 5, 4)), ValueError, ["z", "(2, 5, 3)", "(2, 5, 4)"]),
+    ("delta_bias shape", dict(delta_bias=torch.zeros(3, 1)), ValueError, ["delta_bias", "(3,)", "(3, 1)"]),
+    ("h0 for another batch", dict(h0=torch.zeros(1, 3, 4)), ValueError, ["h0", "(2, 3, 4)", "(1, 3, 4)"]),
+    ("A a list", dict(A=[[-1.0] * 4] * 3), TypeError, ["A", "torch.Tensor", "list"]),
+    ("B bool", dict(B=torch.ones(2, 5, 4, dtype=torch.bool)), TypeError, ["B", "torch.bool"]),
+]
+
+
+@pytest.mark.parametrize("scan", GUARDED.values(), ids=GUARDED.keys())
+@pytest.mark.parametrize("case, replace, error, words", SCAN_CASES, ids=[c[0] for c in SCAN_CASES])
+def test_scan_rejects_bad_input(scan, case, replace, error, words):
+    expect_error(lambda: scan(**_guard_inputs(**replace)), error, *words)
+
+
+@pytest.mark.parametrize("scan", GUARDED.values(), ids=GUARDED.keys())
+def test_scan_rejects_non_tensor_x(scan):
+    expect_error(lambda: scan(**_guard_inputs(x=[[[1.0] * 3] * 5] * 2)), TypeError, "x", "list")
+
+
+def test_scan_rejects_unknown_method():
+    expect_error(lambda: mm.selective_scan(**_guard_inputs(), method="fast"), ValueError,
+                 "method", "'parallel'", "'fast'")
+
+
+@pytest.mark.parametrize("scan", GUARDED.values(), ids=GUARDED.keys())
+@pytest.mark.parametrize("name", ["x", "delta", "A", "B", "C", "D", "z", "delta_bias", "h0"])
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_check_finite_raises_on_nan_and_inf(scan, name, bad):
+    inp = _guard_inputs()
+    inp[name] = inp[name].clone()
+    inp[name].view(-1)[1] = bad
+    expect_error(lambda: scan(**inp, check_finite=True), ValueError, name, "NaN or inf")
+
+
+def test_without_check_finite_nan_propagates():
+    """What ``check_finite`` is for: a NaN in ``x`` silently spreads otherwise."""
+    inp = _guard_inputs()
+    inp["x"][0, 1, 0] = math.nan
+    assert torch.isnan(mm.selective_scan(**inp)).any()
+
+
+@pytest.mark.parametrize("scan", GUARDED.values(), ids=GUARDED.keys())
+def test_scan_empty_batch_and_empty_sequence_give_empty_results(scan):
+    y = scan(**{k: v for k, v in _guard_inputs(b=0).items()})
+    assert y.shape == (0, 5, 3)
+    h0 = torch.randn(2, 3, 4)
+    y, h = scan(**_guard_inputs(l=0, h0=h0), return_last_state=True)
+    assert y.shape == (2, 0, 3) and torch.equal(h, h0)  # nothing happened: the state is h0

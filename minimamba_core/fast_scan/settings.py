@@ -83,11 +83,13 @@ class ScanSettings:
         """Raise ``ValueError`` naming the setting that is out of range."""
         if self.schedule is not None and self.schedule not in SCHEDULES:
             raise ValueError(f"fast_scan schedule must be None or one of {SCHEDULES}, got {self.schedule!r}")
+        least = {"chained": 1, "summarized": 2}  # summaries of 1 step never shrink: the recursion would not end
         for name in ("chunk", "chunk_compiled_cpu", "chunk_compiled_gpu"):
             table = getattr(self, name)
             if set(table) != set(SCHEDULES) or any(
-                    isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in table.values()):
-                raise ValueError(f"fast_scan {name} must map each of {SCHEDULES} to a positive int, got {table!r}")
+                    isinstance(v, bool) or not isinstance(v, int) or v < least[k] for k, v in table.items()):
+                raise ValueError(f"fast_scan {name} must map each of {SCHEDULES} to a positive int (at least 2 "
+                                 f"for 'summarized'), got {table!r}")
         for name in ("block_elements_gpu", "block_elements_cpu", "min_block_channels_cpu", "prime_elements"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -32,7 +32,7 @@ the same number as the other implementation's.
 Numerics: transformers' ``MambaRMSNorm`` casts the normalized activations to the input dtype
 before multiplying by the weight, ours multiplies in float32 and casts after; in float32 the two
 are the same, in bf16/fp16 they differ by one rounding. Logits agree with ``MambaForCausalLM``
-to a relative error below 1e-5 in float32 (tests/test_checkpoint.py).
+to a relative error below 1e-5 in float32 (tests/test_interop_checkpoint.py).
 
 Loading checks everything before a weight is used (names, shapes, bias flags, vocabulary
 padding, the config against the tensors, truncated or foreign files) and raises one
@@ -326,7 +326,8 @@ def save_pretrained(model: MambaLM, directory: str | os.PathLike, layout: str = 
         TypeError: ``model`` is not a :class:`MambaLM`, ``tokenizer`` not a ``tokenizers.Tokenizer``.
         ValueError: an unknown ``layout``; a model whose mixers are not ``MambaMixer``; a target
         that is a file, holds other files or a ``config.json`` of something else; an
-        ``rms_norm_eps`` other than 1e-5 in the official layout (its config has no field for it).
+        ``rms_norm_eps`` other than 1e-5 in the official layout (its config has no field for it);
+        ``d_intermediate > 0`` in the Hugging Face layout (it has no MLP).
     """
     from tokenizers import Tokenizer
 
@@ -341,6 +342,9 @@ def save_pretrained(model: MambaLM, directory: str | os.PathLike, layout: str = 
         raise ValueError(f"save_pretrained writes Mamba checkpoints; this model's mixers are {other[0]}, "
                          f"which no Mamba loader reads (for the LTI task models use tasks.save_task_model)")
     config = model.config
+    if layout == "hf" and config.d_intermediate > 0:
+        raise ValueError(f"the Hugging Face layout has no keys for the gated MLP of d_intermediate="
+                         f"{config.d_intermediate} (MambaForCausalLM has none); save with layout='official'")
     if layout == "official" and config.rms_norm_eps != 1e-5:
         raise ValueError(f"the official layout has no field for rms_norm_eps={config.rms_norm_eps} "
                          f"(mamba_ssm always uses 1e-5); save with layout='hf'")

@@ -1,8 +1,7 @@
 """The command line: ``python -m minimamba_core --checkpoint DIR --prompt TEXT [...]``.
 
 Loads a checkpoint (``checkpoint.py``), tokenizes the prompt (``tokenizer.py``) and streams what
-:func:`minimamba_core.generate` produces. Also installed as the ``minimamba-generate`` command;
-``python -m minimamba_core.generate`` runs the same program.
+:func:`minimamba_core.generate` produces. Also installed as the ``minimamba-generate`` command.
 """
 
 from __future__ import annotations

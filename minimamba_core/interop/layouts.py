@@ -245,7 +245,8 @@ def compare_config(fields: dict[str, Any], explicit: dict[str, bool], inferred: 
         if field not in inferred:
             continue
         value, evidence = inferred[field]
-        stated = fields.get(field, getattr(DEFAULTS, field))
+        # left out: the default; dt_rank's is "auto" (DEFAULTS, built with d_model=1, resolved it to 1)
+        stated = fields.get(field, "auto" if field == "dt_rank" else getattr(DEFAULTS, field))
         if field == "dt_rank" and stated == "auto" and isinstance(fields.get("d_model"), int):
             stated = math.ceil(fields["d_model"] / 16)
         if stated != value and field == "expand" and layout == "hf" and by_intermediate:

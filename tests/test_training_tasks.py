@@ -1,4 +1,5 @@
-"""The synthetic tasks (Selective Copying, Induction Heads), the LTI ablation, and the shipped task models."""
+"""The synthetic tasks (``minimamba_core/training/tasks.py``: Selective Copying, Induction Heads), the LTI
+ablation, and the shipped task models (their plots: ``test_viz_training.py``)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import minimamba_core as mm
-from minimamba_core import tasks
-from minimamba_core.train import IGNORE_INDEX, evaluate
+from minimamba_core.training import IGNORE_INDEX, evaluate, tasks
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS_DIR = ROOT / "models" / "tasks"
@@ -146,29 +146,3 @@ def test_shipped_induction_heads_model_extrapolates():
     for length, n in ((256, 128), (1024, 64)):
         x, y = tasks.induction_heads(n, length, 16, generator=torch.Generator().manual_seed(length))
         assert evaluate(s6, x, y, batch_size=64, chunk_len=512)["accuracy"] >= 0.95, length
-
-
-# ---- notebook 09's plots (numbers behind the pictures) --------------------------------------
-
-def test_task_plots():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from minimamba_core import viz
-
-    x = torch.tensor([0, 3, 0, 5, 15, 15])
-    y = torch.tensor([-100, -100, -100, -100, 3, 5])
-    fig, data = viz.plot_task_example(x, y, {"S6": torch.tensor([0, 0, 0, 0, 3, 5]),
-                                             "LTI": torch.tensor([0, 0, 0, 0, 3, 4])},
-                                      special=(15,), noise=0)
-    assert data["asked"].tolist() == [4, 5]
-    assert data["S6"]["correct"].tolist() == [True, True] and data["LTI"]["correct"].tolist() == [True, False]
-    plt.close(fig)
-    fig, final = viz.plot_accuracy_curves({"a": ([1, 2], [0.1, 0.5])}, chance=0.07)
-    assert final == {"a": 0.5}
-    plt.close(fig)
-    fig, data = viz.plot_length_generalization({"S6": {"1024": 0.9, "256": 1.0}}, 256, threshold=0.9)
-    assert data["S6"] == ([256, 1024], [1.0, 0.9])
-    plt.close(fig)

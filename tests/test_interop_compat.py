@@ -1,4 +1,4 @@
-"""Drop-in compatibility (minimamba_core/compat.py) and the "Coming from MiniMamba 1.0.1" section.
+"""Drop-in compatibility (``minimamba_core/interop/compat.py``) and the "Coming from MiniMamba 1.0.1" section.
 
 1. MiniMamba's README examples, kept below as text with only the import line changed, run on
    ``minimamba_core`` and give the full forward's logits through the cached loop.
@@ -21,7 +21,7 @@ from torch.overrides import TorchFunctionMode
 
 import minimamba_core as mm
 
-scan_module = importlib.import_module("minimamba_core.scan")
+mixer_module = importlib.import_module("minimamba_core.mixer")
 
 # ---------------------------------------------------------------------------------------------
 # 1. The README examples of MiniMamba (github.com/Xinguang/MiniMamba, README.md at tag v0.2.0,
@@ -200,6 +200,25 @@ def test_bad_constructor_and_argument_mixes():
         _small()(_ids(1, 2), inference_params=mm.InferenceParams(), num_last_tokens=-1)
 
 
+def test_compat_backward_through_a_one_token_continuation():
+    """Adversarial review (2026-11-29, fixed in ede8461): a one-token continuation can be trained
+    through, while the caller's states are still updated in place."""
+    torch.manual_seed(0)
+    m = mm.Mamba(d_model=16, n_layer=1, vocab_size=20, d_state=4)
+    ids = torch.randint(0, 20, (2, 5))
+    params = mm.InferenceParams()
+    with torch.no_grad():
+        m(ids[:, :4], inference_params=params)
+    params.seqlen_offset = 4
+    held = params.key_value_memory_dict[0][1]  # the caller's ssm_state, updated in place
+    logits = m(ids[:, 4:5], inference_params=params)
+    logits.sum().backward()  # raised "modified by an inplace operation" before the fix
+    assert torch.isfinite(m.backbone.embedding.weight.grad).all()
+    assert params.key_value_memory_dict[0][1] is held
+    with torch.no_grad():
+        torch.testing.assert_close(logits, m(ids)[:, 4:5], rtol=1e-5, atol=1e-5)
+
+
 # ---------------------------------------------------------------------------------------------
 # 3. "Coming from MiniMamba 1.0.1": one test per item.
 #
@@ -256,8 +275,14 @@ def test_gate_is_y_times_silu_z(monkeypatch):
     _assert_mixer_is(mixer, hidden, expected)
     times_z, _, _ = _reference_mixer(mixer, hidden, gate=lambda z: z)  # 1.0.1: y * z
     assert (times_z - expected).abs().max() > 1e-2  # the two functions differ on this input
-    # A package whose gate is y * z (1.0.1's) fails the same check. `_finish` applies D and the gate.
-    monkeypatch.setattr(scan_module, "_finish", lambda y, x, D, z, out_dtype: ((y + x * D) * z).to(out_dtype))
+    # A package whose gate is y * z (1.0.1's) fails the same check: the mixer's scan, run ungated
+    # and then multiplied by z.
+    scan = mixer_module.selective_scan_parallel
+
+    def gate_times_z(*args, z=None, **kwargs):
+        y, h = scan(*args, **kwargs)  # the mixer asks for the last state too
+        return (y * z).to(y.dtype), h
+    monkeypatch.setattr(mixer_module, "selective_scan_parallel", gate_times_z)
     with pytest.raises(AssertionError):
         _assert_mixer_is(mixer, hidden, expected)
 
@@ -326,7 +351,8 @@ def test_cached_prefill_leaves_the_true_final_state(monkeypatch):
     def prefill_without_state(self, hidden, cache=None, *args, **kwargs):
         out = original(self, hidden, cache, *args, **kwargs)
         if cache is not None:
-            cache.ssm_states[self.layer_idx] = torch.zeros_like(cache.ssm_states[self.layer_idx])
+            state = cache.layers[self.layer_idx]
+            state["ssm_state"] = torch.zeros_like(state["ssm_state"])
         return out
 
     monkeypatch.setattr(mm.MambaMixer, "forward", prefill_without_state)

@@ -1,4 +1,5 @@
-"""Training loop, evaluation, character data, baselines, and the shipped Tiny Shakespeare model."""
+"""The training loop (``minimamba_core/training/loop.py``): loss, learning-rate schedule,
+parameter groups, evaluation, ``train``, and the shipped Tiny Shakespeare model it trained."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import minimamba_core as mm
-from minimamba_core import data as D
-from minimamba_core.train import (IGNORE_INDEX, evaluate, lm_loss, lr_at, param_groups, steps_for_budget,
-                                  train)
+from helpers import tiny_lm as review_lm
+from minimamba_core.training import data as D
+from minimamba_core.training.loop import (IGNORE_INDEX, evaluate, lm_loss, lr_at, param_groups, steps_for_budget,
+                                          train)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "models" / "shakespeare"
@@ -23,75 +24,6 @@ def tiny_lm(vocab_size=11, d_model=16, n_layer=2, seed=0, pad=8):
     torch.manual_seed(seed)
     return mm.MambaLM(mm.MambaConfig(d_model=d_model, n_layer=n_layer, vocab_size=vocab_size,
                                      pad_vocab_size_multiple=pad))
-
-
-@pytest.fixture(scope="module")
-def split():
-    text = D.load_text()
-    vocab = D.CharVocab.from_text(text)
-    return (text, vocab) + D.split_train_val(vocab.encode(text))
-
-
-# ---- data ------------------------------------------------------------------------------------
-
-def test_split_is_contiguous_last_ten_percent(split):
-    text, vocab, train_ids, val_ids = split
-    assert vocab.vocab_size == 65
-    assert len(train_ids) == 1_003_854 and len(val_ids) == 111_540  # int(0.9 * 1,115,394)
-    assert vocab.decode(val_ids[-20:]) == text[-20:]
-    assert vocab.decode(train_ids[-5:]) + vocab.decode(val_ids[:5]) == text[1_003_849:1_003_859]
-
-
-def test_baselines_match_the_issue(split):
-    # 2.48 and 3.35 nats per character: the numbers stated in issue 6 for this split
-    _, vocab, train_ids, val_ids = split
-    uni = D.unigram_nll(train_ids, val_ids, vocab.vocab_size)
-    bi = D.bigram_nll(train_ids, val_ids, vocab.vocab_size)
-    assert round(uni, 2) == 3.35 and round(bi, 2) == 2.48
-    # independent check of the bigram on a toy text, by hand: "abab" + val "ab"
-    tr, va = torch.tensor([0, 1, 0, 1]), torch.tensor([0, 1])
-    # pairs a->b twice, b->a once; add-one over V=2: p(b|a) = (2+1)/(2+2) = 3/4
-    assert D.bigram_nll(tr, va, 2) == pytest.approx(-math.log(3 / 4))
-    assert D.unigram_nll(tr, va, 2) == pytest.approx(-math.log(3 / 6))  # (2+1)/(4+2) each
-
-
-def test_char_vocab_round_trip_and_errors():
-    vocab = D.CharVocab.from_text("hello world\n")
-    assert vocab.chars == sorted(set("hello world\n"))
-    ids = vocab.encode("world hello")
-    assert ids.dtype == torch.long and vocab.decode(ids) == "world hello"
-    with pytest.raises(ValueError, match="'z' is not in the vocabulary"):
-        vocab.encode("zap")
-    with pytest.raises(ValueError, match=r"ids must lie in \[0, 9\)"):
-        vocab.decode([0, 9])
-    with pytest.raises(ValueError, match="non-empty"):
-        D.CharVocab.from_text("")
-
-
-def test_char_vocab_agrees_with_the_tokenizer(split):
-    text, vocab, _, _ = split
-    tok = mm.build_char_tokenizer(text)
-    snippet = text[10_000:12_000]
-    assert tok.encode(snippet).ids == vocab.encode(snippet).tolist()
-
-
-def test_windows():
-    data = torch.arange(100)
-    g = torch.Generator().manual_seed(0)
-    x, y = D.random_windows(data, 4, 10, g)
-    assert x.shape == y.shape == (4, 10) and torch.equal(y, x + 1)
-    x, y = D.contiguous_windows(data, 10)
-    assert x.shape == (9, 10) and torch.equal(x.flatten(), data[:90]) and torch.equal(y.flatten(), data[1:91])
-    assert D.contiguous_windows(data, 10, max_windows=3)[0].shape == (3, 10)
-    with pytest.raises(ValueError, match="fewer than seqlen"):
-        D.random_windows(data, 2, 100)
-    with pytest.raises(ValueError, match="val_fraction"):
-        D.split_train_val(data, 1.5)
-
-
-def test_load_text_names_a_missing_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nope.txt"):
-        D.load_text(tmp_path / "nope.txt")
 
 
 # ---- loss, schedule, parameter groups ------------------------------------------------------
@@ -240,26 +172,40 @@ def test_shipped_shakespeare_model(split):
     assert sum(w in known for w in words) / len(words) > 0.6, sample
 
 
-# ---- notebook 08's plots (numbers behind the pictures) --------------------------------------
+# ---- defects found by the adversarial review (2026-11-29, fixed in ede8461): each test failed before its fix
 
-def test_plot_bigram_and_loss_curves():
-    import matplotlib
+def test_a_non_finite_loss_stops_training_before_the_weights_change():
+    """``train`` checks the loss before stepping: a non-finite loss stops it with the weights of before."""
+    model = review_lm()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        model.backbone.layers[0].mixer.out_proj.weight.fill_(float("inf"))  # the first loss is NaN
+    broken = {k: v.clone() for k, v in model.state_dict().items()}
+    batch = lambda step: (torch.randint(0, 9, (2, 8)), torch.randint(0, 9, (2, 8)))  # noqa: E731
+    with pytest.raises(ValueError, match="weights are those before this step"):
+        train(model, batch, 3, progress=False)
+    after = model.state_dict()
+    assert all(torch.equal(after[k], broken[k]) for k in broken) and len(before) == len(after)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    from minimamba_core import viz
+def test_a_batch_without_scored_targets_is_named_as_such():
+    """A batch with no scored target is named as such."""
+    batch = lambda step: (torch.randint(0, 9, (2, 8)), torch.full((2, 8), IGNORE_INDEX))  # noqa: E731
+    with pytest.raises(ValueError, match="no scored targets"):
+        train(review_lm(), batch, 2, progress=False)
 
-    counts = torch.tensor([[0.0, 3.0, 1.0], [2.0, 0.0, 0.0], [1.0, 1.0, 0.0]])  # row sums 4, 2, 2
-    fig, data = viz.plot_bigram(counts, ["a", " ", "\n"], top=2)
-    assert list(data["ids"]) == [0, 1] and data["labels"] == ["a", "␣"]
-    assert data["probs"][0, 1] == pytest.approx(1.0) and data["probs"][1, 0] == pytest.approx(1.0)
-    plt.close(fig)
-    with pytest.raises(ValueError, match="top must be"):
-        viz.plot_bigram(counts, ["a", "b", "c"], top=4)
-    fig, data = viz.plot_loss_curves([0, 1, 2, 3], [4.0, 2.0, 2.0, 0.0], [2, 4], [3.0, 1.5],
-                                     baselines={"bigram": 2.48}, smooth=2)
-    assert data["smoothed"].tolist() == [4.0, 3.0, 2.0, 1.0] and data["final_val"] == 1.5
-    plt.close(fig)
-    with pytest.raises(ValueError, match="pair up"):
-        viz.plot_loss_curves([0, 1], [1.0], [1], [1.0])
+
+def test_out_of_range_targets_raise_a_value_error():
+    """Targets are checked (range, integer dtype) before the loss is computed."""
+    with pytest.raises(ValueError, match=r"targets must be token ids in \[0, 10\).*\[12\]"):
+        lm_loss(torch.randn(1, 2, 16), torch.tensor([[3, 12]]), 10)
+    with pytest.raises(TypeError, match="targets must be integer"):
+        lm_loss(torch.randn(1, 2, 16), torch.tensor([[3.0, 1.0]]), 10)
+
+
+@pytest.mark.parametrize("kwargs", [dict(chunk_len=0), dict(chunk_len=-1), dict(batch_size=0)])
+def test_evaluate_rejects_non_positive_sizes(kwargs):
+    """``evaluate``'s sizes are checked."""
+    x = torch.randint(0, 9, (2, 8))
+    with pytest.raises(ValueError, match=f"{next(iter(kwargs))} must be a positive int"):
+        evaluate(review_lm(), x, x, **kwargs)

@@ -1,4 +1,4 @@
-"""The command line ``python -m minimamba_core`` (the ``main`` at the end of generate.py).
+"""The command line ``python -m minimamba_core`` (``main`` in ``minimamba_core/interop/cli.py``).
 
 End to end: transformers writes a checkpoint, ``tokenizers`` builds its character-level
 tokenizer, the CLI runs as a subprocess and must print exactly the prompt followed by the
@@ -7,10 +7,12 @@ continuation that transformers' own greedy ``generate`` produces.
 
 from __future__ import annotations
 
+import importlib
 import io
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -21,7 +23,9 @@ from transformers import MambaConfig as HFMambaConfig
 from transformers import MambaForCausalLM
 
 import minimamba_core as mm
-from minimamba_core.generate import _TextStreamer, main
+from helpers import tiny_lm
+from minimamba_core import __main__ as dunder_main
+from minimamba_core.interop.cli import TextStreamer, main
 
 transformers.logging.set_verbosity_error()
 TEXT = "to be, or not to be, that is the question:\nwhether 'tis nobler in the mind to suffer\n"
@@ -49,11 +53,10 @@ def hf_checkpoint(tmp_path_factory) -> tuple[Path, MambaForCausalLM, Tokenizer]:
     return folder, hf, tok
 
 
-@pytest.mark.parametrize("module", ["minimamba_core", "minimamba_core.generate"])
-def test_cli_end_to_end_matches_transformers(hf_checkpoint, module):
-    """Both spellings: ``python -m minimamba_core`` (the README's) and ``python -m
-    minimamba_core.generate`` (issue 3's; runpy warns there that the package imported the
-    module first, which is harmless)."""
+def test_cli_end_to_end_matches_transformers(hf_checkpoint):
+    """``python -m minimamba_core``, the README's spelling. (Issue 3's ``python -m
+    minimamba_core.generate`` ran it too until the CLI moved to ``interop/cli.py``; the installed
+    command: ``test_installed_command_is_the_cli``.)"""
     folder, hf, tok = hf_checkpoint
     prompt_ids = torch.tensor([tok.encode(PROMPT).ids])
     hf.generation_config.eos_token_id = None
@@ -64,13 +67,19 @@ def test_cli_end_to_end_matches_transformers(hf_checkpoint, module):
     assert expected.startswith(PROMPT) and len(expected) == len(PROMPT) + N_NEW
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", module, "--checkpoint", str(folder), "--prompt", PROMPT,
+        [sys.executable, "-m", "minimamba_core", "--checkpoint", str(folder), "--prompt", PROMPT,
          "--max-new-tokens", str(N_NEW), "--temperature", "0", "--device", "cpu"],
         capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout == expected + "\n"
-    if module == "minimamba_core":
-        assert "Warning" not in result.stderr, result.stderr
+    assert "Warning" not in result.stderr, result.stderr
+
+
+def test_installed_command_is_the_cli():
+    """``minimamba-generate`` (pyproject's script) and ``python -m minimamba_core`` run this ``main``."""
+    scripts = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
+    module, _, name = scripts["minimamba-generate"].partition(":")
+    assert getattr(importlib.import_module(module), name) is main is dunder_main.main
 
 
 def test_cli_sampling_is_seeded(hf_checkpoint, capsys):
@@ -130,7 +139,7 @@ class _Recorder(io.StringIO):
 def test_streamer_writes_each_token_as_it_arrives():
     tok = mm.build_char_tokenizer("abc ")
     out = _Recorder()
-    streamer = _TextStreamer(tok, tok.encode("ab").ids, out)
+    streamer = TextStreamer(tok, tok.encode("ab").ids, out)
     for ch in "c a":
         streamer(torch.tensor(tok.encode(ch).ids))
     streamer.end()
@@ -147,8 +156,36 @@ def test_streamer_holds_back_an_incomplete_utf8_character():
     ids = tok.encode("é").ids
     assert len(ids) == 2  # the two UTF-8 bytes of 'é' (0xC3 0xA9), not merged
     out = _Recorder()
-    streamer = _TextStreamer(tok, tok.encode("caf").ids, out)
+    streamer = TextStreamer(tok, tok.encode("caf").ids, out)
     streamer(torch.tensor(ids[:1]))
     assert out.getvalue() == "caf"
     streamer(torch.tensor(ids[1:]))
     assert out.getvalue() == "café"
+
+
+# -- defects found by the adversarial review (2026-11-29, fixed in ede8461) and the new-user review
+# (fixed in dc98245): each test failed before its fix
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cli_names_an_unavailable_device(tmp_path):
+    """Adversarial review: an unavailable ``--device`` exits with status 2 and a message, no traceback."""
+    tok = mm.build_char_tokenizer("hello world\n")
+    folder = mm.save_pretrained(tiny_lm(vocab_size=tok.get_vocab_size()), tmp_path / "ck", tokenizer=tok)
+    result = subprocess.run([sys.executable, "-m", "minimamba_core", "--checkpoint", str(folder),
+                             "--prompt", "hello", "--device", "cuda"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "--device cuda is not available here" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_cli_piped_into_a_closed_reader_exits_quietly(tmp_path):
+    """New-user review: piped into a reader that closes (``| head -c 1``), the CLI exits quietly."""
+    tok = mm.build_char_tokenizer("hello world\n")
+    folder = mm.save_pretrained(tiny_lm(vocab_size=tok.get_vocab_size()), tmp_path / "ck", tokenizer=tok)
+    cli = subprocess.Popen([sys.executable, "-m", "minimamba_core", "--checkpoint", str(folder), "--prompt",
+                            "hello", "--max-new-tokens", "3000", "--device", "cpu", "--seed", "0"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    cli.stdout.read(1)
+    cli.stdout.close()  # what `| head -c 1` does
+    _, err = cli.communicate(timeout=120)
+    assert cli.returncode == 0 and b"Traceback" not in err, err.decode()
