@@ -44,6 +44,28 @@ class InferenceCache:
     layers: list[dict[str, torch.Tensor]]
     seqlen_offset: int = 0
 
+    def __post_init__(self) -> None:
+        """Refuse a malformed cache at once, not deep inside a forward pass.
+
+        Raises:
+            TypeError: ``layers`` is not a non-empty list of dicts of tensors (MiniMamba 0.1's
+            ``InferenceCache(conv_states, ssm_states)`` included: allocate with
+            ``model.allocate_inference_cache(batch_size)``).
+            ValueError: one dict shared by two layers, or ``seqlen_offset`` not an int ``>= 0``.
+        """
+        fix = "build one with model.allocate_inference_cache(batch_size)"
+        ok = (isinstance(self.layers, list) and self.layers
+              and all(isinstance(layer, dict) and layer and all(isinstance(k, str) and isinstance(t, torch.Tensor)
+                                                               for k, t in layer.items())
+                      for layer in self.layers))
+        if not ok:
+            raise TypeError(f"InferenceCache(layers, seqlen_offset) takes a non-empty list with one dict of named "
+                            f"state tensors per layer; {fix}")
+        if len({id(layer) for layer in self.layers}) != len(self.layers):
+            raise ValueError(f"two layers of this cache share one dict of states: each layer needs its own; {fix}")
+        if isinstance(self.seqlen_offset, bool) or not isinstance(self.seqlen_offset, int) or self.seqlen_offset < 0:
+            raise ValueError(f"seqlen_offset must be an int >= 0, got {self.seqlen_offset!r}")
+
     @classmethod
     def empty(cls, config: MambaConfig, batch_size: int, device: torch.device | str | None = None,
               dtype: torch.dtype = torch.float32) -> "InferenceCache":
@@ -78,15 +100,22 @@ class InferenceCache:
                   for _ in range(config.n_layer)]
         return cls(layers, 0)
 
+    def _named(self, name: str) -> list[torch.Tensor]:
+        missing = [i for i, layer in enumerate(self.layers) if name not in layer]
+        if missing:
+            raise KeyError(f"layer {missing[0]} of this cache holds {sorted(self.layers[missing[0]])}, no {name!r} "
+                           f"(not a Mamba-1 layer); read cache.layers[i] instead")
+        return [layer[name] for layer in self.layers]
+
     @property
     def conv_states(self) -> list[torch.Tensor]:
-        """Every layer's ``conv_state`` (a new list; assign through ``layers[i]["conv_state"]``)."""
-        return [layer["conv_state"] for layer in self.layers]
+        """Every (Mamba-1) layer's ``conv_state`` (a new list; assign through ``layers[i]["conv_state"]``)."""
+        return self._named("conv_state")
 
     @property
     def ssm_states(self) -> list[torch.Tensor]:
-        """Every layer's ``ssm_state`` (a new list; assign through ``layers[i]["ssm_state"]``)."""
-        return [layer["ssm_state"] for layer in self.layers]
+        """Every (Mamba-1) layer's ``ssm_state`` (a new list; assign through ``layers[i]["ssm_state"]``)."""
+        return self._named("ssm_state")
 
     def tensors(self) -> list[torch.Tensor]:
         """Every state tensor of every layer."""
@@ -98,21 +127,24 @@ class InferenceCache:
 
     @property
     def dtype(self) -> torch.dtype:
-        """The lowest precision among the states (they normally share one dtype)."""
-        return max((t.dtype for t in self.tensors()), key=lambda d: torch.finfo(d).eps)
+        """The lowest precision among the floating-point states (they normally share one dtype)."""
+        floats = [t.dtype for t in self.tensors() if t.is_floating_point()]
+        return max(floats, key=lambda d: torch.finfo(d).eps) if floats else self.tensors()[0].dtype
 
     def check(self, shapes: list[dict[str, tuple]], batch_size: int, device: torch.device | None = None,
-              compute_dtype: torch.dtype | None = None) -> None:
+              compute_dtype: torch.dtype | list[torch.dtype] | None = None) -> None:
         """Raise ``ValueError`` when this cache does not fit the model about to use it.
 
         Args:
             shapes: per layer, the state names and shapes the model's mixers need for this
-                cache's batch size (``model.state_shapes(cache.batch_size)``).
+                cache's batch size (``model.state_shapes(cache.batch_size)``); ``None`` in a shape
+                is a dimension that may have any size (a state that grows, such as attention's keys).
             batch_size: the input's batch size.
             device: the model's device.
-            compute_dtype: the precision the model computes its states in (float32 or float64); a
-                cache holding any state in a lower precision is refused, naming both dtypes,
-                rather than upcast: its earlier states were already rounded.
+            compute_dtype: the precision the model computes its states in (float32 or float64), or
+                one per layer; a cache holding any floating-point state in a lower precision is
+                refused, naming both dtypes, rather than upcast: its earlier states were already
+                rounded.
 
         Raises:
             TypeError: ``shapes`` is not a list of dicts (a config, say: pass the model's shapes).
@@ -128,7 +160,10 @@ class InferenceCache:
                              f"has {len(shapes)}; {fix}")
         for i, (layer, want) in enumerate(zip(self.layers, shapes)):
             have = {name: tuple(t.shape) for name, t in layer.items()}
-            if have != want:
+            fits = have.keys() == want.keys() and all(
+                len(have[k]) == len(want[k]) and all(w is None or h == w for h, w in zip(have[k], want[k]))
+                for k in want)
+            if not fits:
                 raise ValueError(f"this cache was built for another model: layer {i} holds {have}, the model "
                                  f"needs {want}; {fix}")
         if batch_size != self.batch_size:
@@ -137,12 +172,16 @@ class InferenceCache:
         where = self.tensors()[0].device
         if device is not None and where != torch.device(device):
             raise ValueError(f"this cache lives on {where} but the model on {device}; {fix}")
-        if compute_dtype is not None:
-            low = {t.dtype for t in self.tensors() if torch.finfo(t.dtype).eps > torch.finfo(compute_dtype).eps}
+        if compute_dtype is None:
+            return
+        wanted = compute_dtype if isinstance(compute_dtype, (list, tuple)) else [compute_dtype] * len(self.layers)
+        for i, (layer, acc) in enumerate(zip(self.layers, wanted)):
+            low = sorted({str(t.dtype) for t in layer.values()
+                          if t.is_floating_point() and torch.finfo(t.dtype).eps > torch.finfo(acc).eps})
             if low:
                 raise ValueError(
-                    f"this cache holds {' and '.join(sorted(map(str, low)))} states but the model computes in "
-                    f"{compute_dtype}: decoding would round every state to the cache's precision; {fix}")
+                    f"this cache holds {' and '.join(low)} states (layer {i}) but the model computes in "
+                    f"{acc}: decoding would round every state to the cache's precision; {fix}")
 
     def reset(self) -> None:
         """Zero every state and set ``seqlen_offset`` back to 0 (reuse for a new prompt)."""

@@ -67,7 +67,11 @@ class MambaConfig:
         attn_cfg: keyword arguments of those attention layers (``ATTN_KEYS``).
 
     Derived (read-only, not constructor arguments): ``d_inner``, ``padded_vocab_size``;
-    ``dt_rank`` is replaced by its integer value.
+    ``dt_rank``, ``d_state`` and ``pad_vocab_size_multiple`` are replaced by their resolved values.
+    So a derived config keeps them: ``dataclasses.replace(config, ssm_cfg={"layer": "Mamba2"})``
+    keeps ``d_state`` 16, and ``replace(config, d_model=...)`` keeps the old ``dt_rank``; build a
+    new ``MambaConfig`` to get the new kind's defaults. A key given both flat and in ``ssm_cfg``
+    must agree, except that a flat value equal to its default counts as not given.
 
     Raises:
         ValueError: naming the field or key, for non-positive sizes, an unknown ``dt_init``,

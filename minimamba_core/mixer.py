@@ -182,7 +182,8 @@ class MambaMixer(nn.Module):
     def scan_params(self):
         """``A (d_inner, N)``, ``D (d_inner,)`` and the delta bias in float32 (float64 if stored so).
 
-        A public hook, overridden by the LTI ablation (``training/tasks.py``) as :meth:`ssm_inputs`."""
+        A public hook, like :meth:`ssm_inputs`, for a mixer that derives ``A``, ``D`` or the bias
+        otherwise (the LTI ablation of ``training/tasks.py`` keeps this one)."""
         acc = torch.promote_types(self.A_log.dtype, torch.float32)
         return -torch.exp(self.A_log.to(acc)), self.D.to(acc), self.dt_proj.bias.to(acc)
 

@@ -39,10 +39,13 @@ def register_mixer(layer: str, mixer_cls: type[nn.Module]) -> None:
     """Make ``MambaConfig(ssm_cfg={"layer": layer})`` build ``mixer_cls(config, layer_idx)``.
 
     Raises:
-        ValueError: ``layer`` is not a non-empty str, or is registered to another class.
+        ValueError: ``layer`` is not a non-empty str without surrounding spaces, ``mixer_cls`` is
+        not an ``nn.Module`` class, or ``layer`` is registered to another class.
     """
-    if not isinstance(layer, str) or not layer:
+    if not isinstance(layer, str) or not layer or layer != layer.strip():
         raise ValueError(f"a mixer is registered under a layer name such as 'Mamba2', got {layer!r}")
+    if not (isinstance(mixer_cls, type) and issubclass(mixer_cls, nn.Module)):
+        raise ValueError(f"a mixer must be an nn.Module class taking (config, layer_idx), got {mixer_cls!r}")
     if MIXERS.get(layer, mixer_cls) is not mixer_cls:
         raise ValueError(f"layer {layer!r} is already registered to {MIXERS[layer].__name__}")
     MIXERS[layer] = mixer_cls
@@ -176,7 +179,7 @@ class MambaLM(nn.Module):
             if not isinstance(cache, InferenceCache):
                 raise TypeError(f"cache must be an InferenceCache or None, got {type(cache).__name__}")
             cache.check(self.state_shapes(cache.batch_size), input_ids.shape[0],
-                        self.backbone.embedding.weight.device, self.compute_dtype())
+                        self.backbone.embedding.weight.device, self.layer_compute_dtypes())
         if attention_mask is not None:
             attention_mask = check_attention_mask(attention_mask, input_ids)  # (b, l) bool
         residual = self._embed(input_ids)  # (b, l, d_model)
@@ -205,7 +208,7 @@ class MambaLM(nn.Module):
         if not isinstance(cache, InferenceCache):
             raise TypeError("step needs an InferenceCache (run a prefill with forward(..., cache=cache) first)")
         cache.check(self.state_shapes(cache.batch_size), input_ids_t.shape[0],
-                    self.backbone.embedding.weight.device, self.compute_dtype())
+                    self.backbone.embedding.weight.device, self.layer_compute_dtypes())
         residual = self._embed(input_ids_t)  # (b, 1, d_model)
         for layer in self.backbone.layers:
             residual = layer.step(residual, cache)
@@ -240,6 +243,10 @@ class MambaLM(nn.Module):
         """
         return InferenceCache([layer.mixer.allocate_inference_cache(batch_size, max_seqlen, dtype)
                                for layer in self.backbone.layers], 0)
+
+    def layer_compute_dtypes(self) -> list[torch.dtype]:
+        """Per layer, the precision its mixer computes and keeps its states in."""
+        return [layer.mixer.compute_dtype() for layer in self.backbone.layers]
 
     def state_shapes(self, batch_size: int) -> list[dict[str, tuple]]:
         """Per layer, the names and shapes of the states its mixer keeps for ``batch_size`` sequences."""

@@ -88,7 +88,7 @@ def test_a_float32_cache_is_refused_by_a_float64_model(where):
     low = mm.InferenceCache.empty(model.config, 1)  # the config-only constructor: float32
     ids = torch.tensor([[1, 2, 3]])
     call = (lambda: model(ids, cache=low)) if where == "forward" else (lambda: model.step(ids[:, :1], low))
-    with pytest.raises(ValueError, match=r"holds torch.float32 states but the model computes in "
+    with pytest.raises(ValueError, match=r"holds torch.float32 states \(layer 0\) but the model computes in "
                                          r"torch.float64.*model.allocate_inference_cache\(1\)"):
         call()
     assert low.seqlen_offset == 0 and all(t.abs().sum() == 0 for t in low.ssm_states)  # untouched
@@ -212,3 +212,57 @@ def test_empty_refuses_a_config_with_other_layer_kinds():
     for kw, kind in ((dict(ssm_cfg={"layer": "Mamba2"}), "Mamba2"), (dict(attn_layer_idx=[0]), "MHA")):
         expect_error(lambda: mm.InferenceCache.empty(small_config(**kw), 1), ValueError, "Mamba-1 states only",
                      repr(kind), "model.allocate_inference_cache")
+
+
+# ---- a malformed cache is refused at construction (found by a review that tried to break it) ---
+
+def _two_layers() -> mm.MambaLM:
+    torch.manual_seed(0)
+    return mm.MambaLM(small_config()).eval()
+
+
+def test_the_old_two_list_constructor_is_refused_with_the_new_form():
+    model = _two_layers()
+    old = model.allocate_inference_cache(1)
+    expect_error(lambda: mm.InferenceCache(old.conv_states, old.ssm_states), TypeError,
+                 "one dict of named state tensors per layer", "model.allocate_inference_cache")
+    expect_error(lambda: mm.InferenceCache([]), TypeError, "non-empty list")
+
+
+def test_layers_sharing_one_dict_are_refused():
+    """Two layers writing one dict decoded wrongly (0.08 off the full forward) before this check."""
+    state = _two_layers().allocate_inference_cache(1).layers[0]
+    expect_error(lambda: mm.InferenceCache([state, state]), ValueError, "share one dict")
+
+
+@pytest.mark.parametrize("offset", [-5, 1.0, True])
+def test_seqlen_offset_must_be_a_non_negative_int(offset):
+    layers = _two_layers().allocate_inference_cache(1).layers
+    expect_error(lambda: mm.InferenceCache(layers, offset), ValueError, "seqlen_offset must be an int >= 0")
+
+
+def test_named_views_say_which_layer_is_not_mamba1():
+    cache = mm.InferenceCache([{"keys": torch.zeros(1, 0, 4)}], 0)
+    expect_error(lambda: cache.conv_states, KeyError, "layer 0", "'keys'", "no 'conv_state'", "cache.layers[i]")
+
+
+def test_shapes_with_none_accept_a_growing_state_and_integer_states_skip_the_precision_check():
+    keys = torch.zeros(2, 5, 16, dtype=torch.float64)        # grown to 5 positions
+    steps = torch.zeros(2, dtype=torch.int64)                 # a counter: no precision to lose
+    cache = mm.InferenceCache([{"keys": keys, "steps": steps}], 5)
+    cache.check([{"keys": (2, None, 16), "steps": (2,)}], 2, keys.device, torch.float64)
+    assert cache.dtype == torch.float64
+    expect_error(lambda: cache.check([{"keys": (2, None, 8), "steps": (2,)}], 2), ValueError, "another model")
+    expect_error(lambda: cache.check([{"keys": (2, 16), "steps": (2,)}], 2), ValueError, "another model")
+
+
+def test_each_layer_is_checked_against_its_own_mixer_precision():
+    """A float64 mixer inside a float32 model refuses a float32 state (the model-wide dtype would not)."""
+    model = _two_layers()
+    model.backbone.layers[1].double()
+    assert model.compute_dtype() == torch.float32
+    low = mm.InferenceCache.empty(model.config, 1)  # float32 everywhere
+    expect_error(lambda: model(small_ids(1, 3), cache=low), ValueError, "layer 1", "torch.float32",
+                 "computes in torch.float64")
+    cache = model.allocate_inference_cache(1)
+    assert [layer["ssm_state"].dtype for layer in cache.layers][:2] == [torch.float32, torch.float64]

@@ -124,3 +124,30 @@ def test_priming_is_once_per_process_and_can_be_switched_off(monkeypatch):
     fast_scan.forget_priming()
     assert fast_scan.prime_allocator() is True
     assert sizes == [1024 * 4, 28 * 2 ** 20]
+
+
+# ---- settings changed by hand are checked too (a review found them unchecked outside using()) ---
+
+@pytest.mark.parametrize("table, value, words", [
+    ("chunk", {"chained": 64, "summarized": 1}, ["chunk", "at least 2"]),     # used to recurse forever
+    ("chunk", {"chained": 0, "summarized": 32}, ["chunk", "positive int"]),   # used to divide by zero
+])
+def test_a_setting_changed_by_hand_is_refused_at_the_next_scan(monkeypatch, table, value, words):
+    monkeypatch.setattr(fast_scan.settings, table, value)
+    x = torch.randn(1, 5, 3)
+    with pytest.raises(ValueError) as err:
+        mm.selective_scan_parallel(x, x, -torch.ones(3, 2), torch.randn(1, 5, 2), torch.randn(1, 5, 2))
+    assert all(w in str(err.value) for w in words), str(err.value)
+
+
+@pytest.mark.parametrize("changes, words", [
+    (dict(chunk=16), ["chunk", "must map each of"]),
+    (dict(prime_allocator="no"), ["prime_allocator", "bool"]),
+])
+def test_using_refuses_values_of_the_wrong_type_by_name(changes, words):
+    before = dataclasses.asdict(fast_scan.settings)
+    with pytest.raises(ValueError) as err:
+        with fast_scan.using(**changes):
+            pass
+    assert all(w in str(err.value) for w in words), str(err.value)
+    assert dataclasses.asdict(fast_scan.settings) == before

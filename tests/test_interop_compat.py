@@ -448,3 +448,18 @@ class _CountTorchCalls(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         self.n += 1
         return func(*args, **(kwargs or {}))
+
+
+@torch.no_grad()
+def test_a_float32_store_is_refused_by_a_float64_model():
+    """The mamba_ssm protocol keeps the cache's precision rule: a float64 model refuses float32
+    states, naming both dtypes (a review found them upcast silently: 3.1e-9 off the forward)."""
+    model, ids = _small(torch.float64), _ids(1, 4)
+    params = mm.InferenceParams()
+    model(ids[:, :3], inference_params=params)
+    params.seqlen_offset = 3
+    assert all(t.dtype == torch.float64 for pair in params.key_value_memory_dict.values() for t in pair)
+    params.key_value_memory_dict = {i: tuple(t.float() for t in pair) for i, pair in params.key_value_memory_dict.items()}
+    with pytest.raises(ValueError, match=r"key_value_memory_dict\[0\] holds torch.float32 states but the model "
+                                         r"computes in torch.float64.*seqlen_offset=0"):
+        model(ids[:, 3:], inference_params=params)

@@ -240,3 +240,11 @@ def test_a_config_json_without_dt_rank_means_auto():
         fields, explicit = layouts.fields_from_official(raw, HERE)
         assert layouts.compare_config(fields, explicit, layouts.infer_from_tensors(state), "official") == []
         assert mm.MambaConfig(**fields).dt_rank == 2
+
+
+@pytest.mark.parametrize("key, value", [("intermediate_size", True), ("intermediate_size", "48"),
+                                        ("intermediate_size", 0), ("hidden_size", -16)])
+def test_intermediate_and_hidden_size_must_be_positive_ints(hf_folder, key, value):
+    edit_config(hf_folder, **{key: value})
+    msg = load_error(hf_folder)
+    assert f"{key} must be a positive int, got {value!r}" in msg, msg

@@ -89,7 +89,7 @@ def test_forward_continues_from_the_cached_states():
 @torch.no_grad()
 def test_a_mixer_uses_only_its_own_layer_of_the_cache():
     mixer = _mixer(layer_idx=2)
-    cache = mm.InferenceCache([{"conv_state": torch.zeros(1), "ssm_state": torch.zeros(1)}] * 2
+    cache = mm.InferenceCache([{"conv_state": torch.zeros(1), "ssm_state": torch.zeros(1)} for _ in range(2)]
                               + [mixer.allocate_inference_cache(2)])
     mixer(_hidden(l=5), cache)
     mixer.step(_hidden(l=1), cache)

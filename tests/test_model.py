@@ -425,3 +425,13 @@ def test_an_old_to_dict_gives_exactly_todays_model():
     b = mm.MambaLM(flat)
     ids = _ids(2, 7)
     assert torch.equal(a(ids), b(ids))
+
+
+@pytest.mark.parametrize("layer, cls, words", [
+    (" Mamba1", mm.MambaMixer, ["layer name"]),
+    ("Bad", 42, ["nn.Module class"]),
+    ("Bad", object, ["nn.Module class"]),
+])
+def test_register_mixer_refuses_odd_names_and_non_classes(layer, cls, words):
+    expect_error(lambda: register_mixer(layer, cls), ValueError, *words)
+    assert layer not in MIXERS

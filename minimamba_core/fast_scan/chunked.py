@@ -26,7 +26,8 @@ Two schedules compute the same numbers (``settings.py`` holds every tuning numbe
   page is touched), which raises both thresholds for the process as any larger computation would
 (``benchmarks/bench_allocator.py``, ``benchmarks/LOG.md``).
 
-Built in notebook ``11_performance``; timed in ``benchmarks/``.
+Built in notebooks ``04_parallel_scan`` (the schedules) and ``11_performance`` (the backward);
+timed in ``benchmarks/``.
 """
 
 from __future__ import annotations
@@ -241,8 +242,9 @@ def chunked_scan(x, delta, A, B, C, h0=None, schedule: str | None = None):
     or else ``"summarized"`` (the parallel scan's contract: no Python loop over every step).
 
     Raises:
-        ValueError: an unknown schedule, or an empty sequence (l = 0).
+        ValueError: an unknown schedule, an empty sequence (l = 0), or a setting out of range.
     """
+    settings.check()  # cheap; catches a setting changed by hand (settings.chunk[...] = 0)
     if schedule is None:
         schedule = settings.schedule or "summarized"
     if schedule not in SCHEDULES:

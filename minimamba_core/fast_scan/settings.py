@@ -86,7 +86,7 @@ class ScanSettings:
         least = {"chained": 1, "summarized": 2}  # summaries of 1 step never shrink: the recursion would not end
         for name in ("chunk", "chunk_compiled_cpu", "chunk_compiled_gpu"):
             table = getattr(self, name)
-            if set(table) != set(SCHEDULES) or any(
+            if not isinstance(table, dict) or set(table) != set(SCHEDULES) or any(
                     isinstance(v, bool) or not isinstance(v, int) or v < least[k] for k, v in table.items()):
                 raise ValueError(f"fast_scan {name} must map each of {SCHEDULES} to a positive int (at least 2 "
                                  f"for 'summarized'), got {table!r}")
@@ -94,6 +94,8 @@ class ScanSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"fast_scan {name} must be a positive int, got {value!r}")
+        if not isinstance(self.prime_allocator, bool):
+            raise ValueError(f"fast_scan prime_allocator must be a bool, got {self.prime_allocator!r}")
 
 
 settings = ScanSettings()

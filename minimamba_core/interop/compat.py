@@ -175,6 +175,13 @@ class Mamba(MambaLM):
                     f"inference_params.seqlen_offset is {offset} but key_value_memory_dict[{i}] is "
                     f"{type(entry).__name__}, not a (conv_state, ssm_state) pair of tensors; run the "
                     f"prefill with seqlen_offset=0 first")
+            low = [t.dtype for t in entry if t.is_floating_point()
+                   and torch.finfo(t.dtype).eps > torch.finfo(acc).eps]
+            if low:
+                raise ValueError(
+                    f"key_value_memory_dict[{i}] holds {low[0]} states but the model computes in {acc}: "
+                    f"decoding would go on from rounded states; prefill again with seqlen_offset=0 "
+                    f"(the model writes {acc} states)")
             # copies: the step may save its input state for backward, and _write_store later
             # overwrites the caller's tensors in place
             conv.append(entry[0].to(device=p.device, dtype=acc, copy=True))  # (b, d_inner, d_conv)

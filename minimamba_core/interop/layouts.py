@@ -154,8 +154,10 @@ def expand_from_intermediate(raw: dict[str, Any], path: Path) -> Any:
     ``expand = intermediate_size / hidden_size`` and refuse only when that is not a whole number.
     """
     inner, hidden = raw["intermediate_size"], raw.get("hidden_size")
-    whole = all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (inner, hidden))
-    if not whole or inner % hidden != 0:
+    for key, value in (("intermediate_size", inner), ("hidden_size", hidden)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise CheckpointError(f"{path}: {key} must be a positive int, got {value!r}; fix config.json")
+    if inner % hidden != 0:
         raise CheckpointError(f"{path}: intermediate_size={inner!r} is not a whole multiple of hidden_size="
                               f"{hidden!r}; a Mamba layer needs d_inner = expand * d_model with an integer "
                               f"expand: fix one of those two keys in config.json")
