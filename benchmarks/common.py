@@ -30,7 +30,7 @@ def quick() -> bool:
     return os.environ.get("MINIMAMBA_QUICK", "0") == "1"
 
 
-EPILOG = ("MINIMAMBA_QUICK=1 in the environment shrinks every size to a smoke test (seconds; "
+EPILOG = ("MINIMAMBA_QUICK=1 in the environment shrinks every size to a smoke test (a minute or two on a 2-core CPU, most of it compiling; "
           "its numbers mean nothing). Results files are merged: a re-measured row replaces its "
           "old one, other rows stay.")
 

@@ -55,9 +55,9 @@ class InferenceCache:
         """
         fix = "build one with model.allocate_inference_cache(batch_size)"
         ok = (isinstance(self.layers, list) and self.layers
-              and all(isinstance(layer, dict) and layer and all(isinstance(k, str) and isinstance(t, torch.Tensor)
-                                                               for k, t in layer.items())
-                      for layer in self.layers))
+              and all(isinstance(layer, dict) and all(isinstance(k, str) and isinstance(t, torch.Tensor)
+                                                      for k, t in layer.items())
+                      for layer in self.layers))  # an empty dict: a layer that keeps no state
         if not ok:
             raise TypeError(f"InferenceCache(layers, seqlen_offset) takes a non-empty list with one dict of named "
                             f"state tensors per layer; {fix}")
@@ -122,14 +122,18 @@ class InferenceCache:
         return [t for layer in self.layers for t in layer.values()]
 
     @property
-    def batch_size(self) -> int:
-        return self.tensors()[0].shape[0]
+    def batch_size(self) -> int | None:
+        """The number of sequences the states hold; ``None`` when no layer keeps a state."""
+        tensors = self.tensors()
+        return tensors[0].shape[0] if tensors else None
 
     @property
     def dtype(self) -> torch.dtype:
         """The lowest precision among the floating-point states (they normally share one dtype)."""
         floats = [t.dtype for t in self.tensors() if t.is_floating_point()]
-        return max(floats, key=lambda d: torch.finfo(d).eps) if floats else self.tensors()[0].dtype
+        if floats:
+            return max(floats, key=lambda d: torch.finfo(d).eps)
+        return self.tensors()[0].dtype if self.tensors() else None
 
     def check(self, shapes: list[dict[str, tuple]], batch_size: int, device: torch.device | None = None,
               compute_dtype: torch.dtype | list[torch.dtype] | None = None) -> None:
@@ -166,6 +170,8 @@ class InferenceCache:
             if not fits:
                 raise ValueError(f"this cache was built for another model: layer {i} holds {have}, the model "
                                  f"needs {want}; {fix}")
+        if not self.tensors():  # no layer keeps a state: any batch, any device
+            return
         if batch_size != self.batch_size:
             raise ValueError(f"this cache holds {self.batch_size} sequences but the input has batch "
                              f"size {batch_size}; {fix}")

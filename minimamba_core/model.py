@@ -33,6 +33,7 @@ from .norm import RMSNorm
 # step(hidden_t, cache), state_shapes(batch_size), allocate_inference_cache(batch_size,
 # max_seqlen, dtype) and compute_dtype(). Later model generations register their own.
 MIXERS: dict[str, type[nn.Module]] = {"Mamba1": MambaMixer}
+MIXER_METHODS = ("forward", "step", "state_shapes", "allocate_inference_cache", "compute_dtype")
 
 
 def register_mixer(layer: str, mixer_cls: type[nn.Module]) -> None:
@@ -40,12 +41,17 @@ def register_mixer(layer: str, mixer_cls: type[nn.Module]) -> None:
 
     Raises:
         ValueError: ``layer`` is not a non-empty str without surrounding spaces, ``mixer_cls`` is
-        not an ``nn.Module`` class, or ``layer`` is registered to another class.
+        not an ``nn.Module`` class with the methods of ``MIXER_METHODS``, or ``layer`` is
+        registered to another class.
     """
     if not isinstance(layer, str) or not layer or layer != layer.strip():
         raise ValueError(f"a mixer is registered under a layer name such as 'Mamba2', got {layer!r}")
     if not (isinstance(mixer_cls, type) and issubclass(mixer_cls, nn.Module)):
         raise ValueError(f"a mixer must be an nn.Module class taking (config, layer_idx), got {mixer_cls!r}")
+    missing = [m for m in MIXER_METHODS if not callable(getattr(mixer_cls, m, None))]
+    if missing:
+        raise ValueError(f"{mixer_cls.__name__} lacks {missing}: a mixer has {list(MIXER_METHODS)} "
+                         f"(see minimamba_core/mixer.py, MambaMixer)")
     if MIXERS.get(layer, mixer_cls) is not mixer_cls:
         raise ValueError(f"layer {layer!r} is already registered to {MIXERS[layer].__name__}")
     MIXERS[layer] = mixer_cls

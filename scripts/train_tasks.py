@@ -21,7 +21,7 @@ Each run trains the paper's task model (2 layers, ``d_model = 64``, ``d_state = 
 vocabulary 16; Gu & Dao 2023, Appendix E.1) on freshly drawn batches, evaluates a fixed
 validation set (its own seed) every ``--eval-every`` steps, stops early once that set is
 solved (accuracy >= ``--stop-at``), and writes the folder with
-:func:`minimamba_core.tasks.save_task_model`; ``config.json`` records the command, the
+:func:`minimamba_core.training.tasks.save_task_model`; ``config.json`` records the command, the
 settings, the steps done, the time and the device, and the accuracies measured (for
 Induction Heads at the training length and at 4x, 16x and 64x it). GPU times were measured
 with several runs sharing one H200, so they are upper bounds for a run alone.

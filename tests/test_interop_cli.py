@@ -189,3 +189,12 @@ def test_cli_piped_into_a_closed_reader_exits_quietly(tmp_path):
     cli.stdout.close()  # what `| head -c 1` does
     _, err = cli.communicate(timeout=120)
     assert cli.returncode == 0 and b"Traceback" not in err, err.decode()
+
+
+def test_the_usage_line_names_the_command_that_ran(monkeypatch, capsys):
+    for argv0, prog in (("/usr/bin/minimamba-generate", "minimamba-generate"),
+                        ("/x/minimamba_core/__main__.py", "python -m minimamba_core")):
+        monkeypatch.setattr(sys, "argv", [argv0, "--help"])
+        with pytest.raises(SystemExit):
+            main(["--help"])
+        assert capsys.readouterr().out.startswith(f"usage: {prog} ")

@@ -248,3 +248,13 @@ def test_intermediate_and_hidden_size_must_be_positive_ints(hf_folder, key, valu
     edit_config(hf_folder, **{key: value})
     msg = load_error(hf_folder)
     assert f"{key} must be a positive int, got {value!r}" in msg, msg
+
+
+def test_a_wrong_hidden_size_is_named_alone_not_the_intermediate_size(tmp_path):
+    """hidden_size 64 -> 32 in a transformers folder: the fix is hidden_size; intermediate_size (128)
+    is right and must not be 'corrected' (a new user was told to set it to 64, then back to 128)."""
+    hf_model(seed=16, vocab_size=72, hidden_size=64, num_hidden_layers=1).save_pretrained(tmp_path / "ck")
+    edit_config(tmp_path / "ck", hidden_size=32)
+    msg = load_error(tmp_path / "ck")
+    assert 'set "hidden_size": 64' in msg
+    assert "intermediate_size" not in msg, msg

@@ -435,3 +435,50 @@ def test_an_old_to_dict_gives_exactly_todays_model():
 def test_register_mixer_refuses_odd_names_and_non_classes(layer, cls, words):
     expect_error(lambda: register_mixer(layer, cls), ValueError, *words)
     assert layer not in MIXERS
+
+
+class StatelessMixer(nn.Module):
+    """A toy mixer that keeps no state at all (``y_t = W x_t``): its cache entry is an empty dict."""
+
+    def __init__(self, config, layer_idx=0):
+        super().__init__()
+        self.proj = nn.Linear(config.d_model, config.d_model, bias=False)
+
+    def compute_dtype(self):
+        return torch.promote_types(self.proj.weight.dtype, torch.float32)
+
+    def state_shapes(self, batch_size):
+        return {}
+
+    def allocate_inference_cache(self, batch_size, max_seqlen=None, dtype=None):
+        return {}
+
+    def forward(self, hidden, cache=None, attention_mask=None):
+        return self.proj(hidden)
+
+    def step(self, hidden_t, cache):
+        return self.proj(hidden_t)
+
+
+@torch.no_grad()
+def test_a_mixer_without_state_decodes_through_the_one_generate(monkeypatch):
+    """A new user's first toy (from the README's contract) returned {} and crashed generate."""
+    monkeypatch.setitem(MIXERS, "Stateless", StatelessMixer)
+    torch.manual_seed(0)
+    model = mm.MambaLM(mm.MambaConfig(d_model=16, n_layer=2, vocab_size=30, ssm_cfg={"layer": "Stateless"})).eval()
+    ids = _ids(2, 5, vocab=30)
+    out, ref = mm.generate(model, ids, 4, temperature=0), ids
+    for _ in range(4):
+        ref = torch.cat([ref, model(ref)[:, -1, :30].argmax(-1, keepdim=True)], dim=1)
+    assert torch.equal(out, ref)
+    assert model.allocate_inference_cache(2).batch_size is None
+
+
+def test_register_mixer_names_the_missing_methods():
+    class Bare(nn.Module):
+        def forward(self, hidden, cache=None, attention_mask=None):
+            return hidden
+
+    expect_error(lambda: register_mixer("Bare", Bare), ValueError, "Bare lacks", "'step'", "'state_shapes'",
+                 "'allocate_inference_cache'", "'compute_dtype'")
+    assert "Bare" not in MIXERS

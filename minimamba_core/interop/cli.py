@@ -7,6 +7,7 @@ Loads a checkpoint (``checkpoint.py``), tokenizes the prompt (``tokenizer.py``) 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from os.path import commonprefix
 
@@ -63,7 +64,9 @@ def main(argv: list[str] | None = None) -> None:
     greedily; ``--seed`` makes sampling reproducible. Errors exit with status 2 and a message.
     """
 
-    parser = argparse.ArgumentParser(prog="python -m minimamba_core",
+    called = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    prog = "python -m minimamba_core" if called in ("", "__main__.py", "-c") else called
+    parser = argparse.ArgumentParser(prog=prog,
                                      description="Continue a prompt with a Mamba checkpoint, streaming the text.")
     parser.add_argument("--checkpoint", required=True,
                         help="checkpoint folder (official or Hugging Face layout) or a Hub id")
@@ -116,8 +119,6 @@ def main(argv: list[str] | None = None) -> None:
                  repetition_penalty=args.repetition_penalty, generator=generator, streamer=streamer)
         streamer.end()
     except BrokenPipeError:  # the reader left (e.g. piped into head): stop quietly
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         sys.exit(0)
 

@@ -251,11 +251,15 @@ def compare_config(fields: dict[str, Any], explicit: dict[str, bool], inferred: 
         stated = fields.get(field, "auto" if field == "dt_rank" else getattr(DEFAULTS, field))
         if field == "dt_rank" and stated == "auto" and isinstance(fields.get("d_model"), int):
             stated = math.ceil(fields["d_model"] / 16)
-        if stated != value and field == "expand" and layout == "hf" and by_intermediate:
-            d_model = fields["d_model"]  # expand came from intermediate_size: name that key
-            problems.append(f"config.json says intermediate_size={stated * d_model!r} but {evidence}: set "
-                            f"\"intermediate_size\": {value * d_model} in config.json (or use the weights it "
-                            f"was written for)")
+        if field == "expand" and layout == "hf" and by_intermediate:
+            # expand came from intermediate_size: compare that key, with each side's own d_model
+            # (a wrong hidden_size is reported on its own, above)
+            stated_inner = stated * fields["d_model"]
+            true_inner = value * inferred.get("d_model", (fields["d_model"],))[0]
+            if stated_inner != true_inner:
+                problems.append(f"config.json says intermediate_size={stated_inner!r} but {evidence}: set "
+                                f"\"intermediate_size\": {true_inner} in config.json (or use the weights it "
+                                f"was written for)")
         elif stated != value:
             problems.append(f"config.json says {names[field]}={stated!r} but {evidence}: set "
                             f"{setting_text(names[field], value)} in config.json (or use the weights it was "

@@ -79,8 +79,9 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
         raise CheckpointError(
             f"{file.parent} has no {TOKENIZER_FILE}. The official state-spaces/mamba-* folders ship "
             f"none: they use the GPT-NeoX-20B tokenizer, whose tokenizer.json is in "
-            f"state-spaces/mamba-130m-hf (or EleutherAI/gpt-neox-20b); copy it into the folder or pass "
-            f"its path")
+            f"state-spaces/mamba-130m-hf (or EleutherAI/gpt-neox-20b). Copy a tokenizer.json into the folder, "
+            f"or pass its path (load_tokenizer(path), or --tokenizer on the command line); for a model of "
+            f"your own, save its tokenizer with save_pretrained(..., tokenizer=tok)")
     try:
         return Tokenizer.from_file(str(file))
     except Exception as err:  # tokenizers raises a bare Exception for a bad file
