@@ -74,3 +74,22 @@ BAD_CONTROLS = [
     ("min_p", -0.1, ["min_p", "[0, 1)", "-0.1"]),
     ("repetition_penalty", 0.0, ["repetition_penalty", "> 0", "0.0"]),
 ]
+
+
+def prefill_then_step(model, ids: torch.Tensor, k: int) -> torch.Tensor:
+    """Logits ``(b, l, V)`` of a prefill over ``ids[:, :k]`` then one ``step`` per remaining token."""
+    cache = model.allocate_inference_cache(ids.shape[0])
+    outs = [model(ids[:, :k], cache=cache)] if k > 0 else []
+    for t in range(k, ids.shape[1]):
+        outs.append(model.step(ids[:, t:t + 1], cache))
+    assert cache.seqlen_offset == ids.shape[1]
+    return torch.cat(outs, dim=1)
+
+
+COMPAT_SMALL = dict(d_model=32, n_layer=2, vocab_size=50, d_state=8)  # the compat tests' model
+
+
+def compat_model(dtype=torch.float32, seed=0) -> mm.MambaLM:
+    """``mm.Mamba`` (the MiniMamba 1.0.1 / mamba_ssm calling convention) of ``COMPAT_SMALL``, eval mode."""
+    torch.manual_seed(seed)
+    return mm.Mamba(config=mm.MambaConfig(**COMPAT_SMALL)).to(dtype).eval()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import COMPAT_SMALL, compat_model
 
 import minimamba_core as mm
 
@@ -107,12 +108,8 @@ def test_readme_cached_loop_equals_full_forward(readme_namespace):
 # ---------------------------------------------------------------------------------------------
 # 2. The InferenceParams protocol on a small model.
 
-SMALL = dict(d_model=32, n_layer=2, vocab_size=50, d_state=8)
-
-
-def _small(dtype=torch.float32, seed=0):
-    torch.manual_seed(seed)
-    return mm.Mamba(config=mm.MambaConfig(**SMALL)).to(dtype).eval()
+SMALL = COMPAT_SMALL
+_small = compat_model
 
 
 def _ids(b, l, seed=1, vocab=50):

@@ -12,6 +12,7 @@ import math
 
 import pytest
 import torch
+from helpers import COMPAT_SMALL, compat_model
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
@@ -19,12 +20,8 @@ import minimamba_core as mm
 
 mixer_module = importlib.import_module("minimamba_core.mixer")
 
-SMALL = dict(d_model=32, n_layer=2, vocab_size=50, d_state=8)
-
-
-def _small(dtype=torch.float32, seed=0):
-    torch.manual_seed(seed)
-    return mm.Mamba(config=mm.MambaConfig(**SMALL)).to(dtype).eval()
+SMALL = COMPAT_SMALL
+_small = compat_model
 
 
 def _ids(b, l, seed=1, vocab=50):

@@ -6,7 +6,7 @@ import importlib
 
 import pytest
 import torch
-from helpers import BAD_IDS, SMALL_VOCAB, expect_error, small_ids, tiny_lm
+from helpers import BAD_IDS, SMALL_VOCAB, expect_error, prefill_then_step, small_ids, tiny_lm
 
 import minimamba_core as mm
 
@@ -22,15 +22,6 @@ def _model(dtype=torch.float32, seed=0, device="cpu", **overrides):
 
 def _ids(b, l, vocab=45, seed=1, device="cpu"):
     return torch.randint(0, vocab, (b, l), generator=torch.Generator().manual_seed(seed)).to(device)
-
-
-def _prefill_then_step(model, ids, k):
-    cache = model.empty_cache(ids.shape[0])
-    outs = [model(ids[:, :k], cache=cache)] if k > 0 else []
-    for t in range(k, ids.shape[1]):
-        outs.append(model.step(ids[:, t:t + 1], cache))
-    assert cache.seqlen_offset == ids.shape[1]
-    return torch.cat(outs, dim=1)
 
 
 def test_module_names_follow_the_official_checkpoint():
@@ -65,7 +56,7 @@ def test_prefill_then_step_equals_full_forward_every_split_of_12(k, device):
         pytest.skip("MPS has no float64")
     model = _model(dtype=torch.float64, device=device)  # d_conv = 4: k = 1, 2, 3 are shorter prompts
     ids = _ids(2, 12, device=device)
-    torch.testing.assert_close(_prefill_then_step(model, ids, k), model(ids), atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(prefill_then_step(model, ids, k), model(ids), atol=1e-12, rtol=1e-12)
 
 
 @pytest.mark.parametrize("k", [0, 100, 257, 299])
@@ -74,7 +65,7 @@ def test_prefill_then_step_equals_full_forward_length_300(k, device):
     ids = _ids(1, 300, device=device)
     # fp32: the prefill uses the parallel scan and the steps the sequential one; both accumulate
     # in fp32 with different rounding orders, measured max abs difference ~1e-6 on logits O(1).
-    torch.testing.assert_close(_prefill_then_step(model, ids, k), model(ids), atol=2e-5, rtol=2e-5)
+    torch.testing.assert_close(prefill_then_step(model, ids, k), model(ids), atol=2e-5, rtol=2e-5)
 
 
 def test_forward_with_cache_continues_a_sequence():

@@ -4,7 +4,7 @@ MLP of ``d_intermediate > 0``, and configs saved before the layer protocol exist
 
 import pytest
 import torch
-from helpers import expect_error, small_config
+from helpers import expect_error, prefill_then_step, small_config
 from torch import nn
 
 import minimamba_core as mm
@@ -13,15 +13,6 @@ from minimamba_core.model import MIXERS, GatedMLP, register_mixer
 
 def _ids(b, l, vocab=45, seed=1):
     return torch.randint(0, vocab, (b, l), generator=torch.Generator().manual_seed(seed))
-
-
-def _prefill_then_step(model, ids, k):
-    cache = model.allocate_inference_cache(ids.shape[0])
-    outs = [model(ids[:, :k], cache=cache)] if k > 0 else []
-    for t in range(k, ids.shape[1]):
-        outs.append(model.step(ids[:, t:t + 1], cache))
-    assert cache.seqlen_offset == ids.shape[1]
-    return torch.cat(outs, dim=1)
 
 
 # ---- the mixer registry: a new layer kind reuses the LM, the cache and generate ---------------
@@ -93,7 +84,7 @@ def test_a_registered_mixer_runs_through_the_lm_cache_and_generate(toy_layer, tm
     assert [{k: tuple(v.shape) for k, v in layer.items()} for layer in cache.layers] == [want] * 3
     assert model.state_shapes(2) == [want] * 3 and cache.dtype == torch.float64
     for k in (0, 1, 5, 12):  # prefill + step = the full forward, float64
-        torch.testing.assert_close(_prefill_then_step(model, ids, k), full, atol=1e-12, rtol=1e-12)
+        torch.testing.assert_close(prefill_then_step(model, ids, k), full, atol=1e-12, rtol=1e-12)
     # the one generate: greedy tokens equal the argmax of repeated full forwards
     out, ref = mm.generate(model, ids[:, :4], 6, temperature=0), ids[:, :4]
     for _ in range(6):
@@ -155,10 +146,10 @@ def test_the_gated_mlp_is_fc2_of_y_times_silu_gate():
 
 @torch.no_grad()
 @pytest.mark.parametrize("k", [0, 1, 3, 7, 12])
-def test_d_intermediate_forward_equals_prefill_then_step(k):
+def test_d_intermediate_forward_equalsprefill_then_step(k):
     model = _mlp_model()
     ids = _ids(2, 12)
-    torch.testing.assert_close(_prefill_then_step(model, ids, k), model(ids), atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(prefill_then_step(model, ids, k), model(ids), atol=1e-12, rtol=1e-12)
 
 
 @torch.no_grad()
