@@ -68,6 +68,50 @@ def check_scan_inputs(x, delta, A, B, C, D, z, delta_bias, h0, check_finite) -> 
 
 
 
+def check_ssd_inputs(x, dt, A, B, C, D, z, dt_bias, dt_limit, initial_states, chunk_size) -> None:
+    """The guard of ``ssd_*``: the layout of ``mamba_chunk_scan_combined``, one device.
+
+    ``x, z (b, l, h, p)``, ``dt (b, l, h)``, ``A (h,)``, ``B, C (b, l, g, n)`` with ``g`` dividing
+    ``h``, ``D (h,)`` or ``(h, p)``, ``dt_bias (h,)``, ``initial_states (b, h, p, n)``.
+
+    Raises:
+        TypeError: a non-tensor or integer input.
+        ValueError: another shape (naming the one expected), ``g`` not dividing ``h``, mixed
+        devices, ``dt_limit`` not a pair ``0 <= lo <= hi``, a ``chunk_size`` that is not a
+        positive int.
+    """
+    tensors = dict(x=x, dt=dt, A=A, B=B, C=C, D=D, z=z, dt_bias=dt_bias, initial_states=initial_states)
+    for name, t in tensors.items():
+        if t is None and name in ("x", "dt", "A", "B", "C"):
+            raise TypeError(f"{name} must be a torch.Tensor, got None")
+        check_float(name, t)
+    check_positive_int("chunk_size", chunk_size)
+    ok = (isinstance(dt_limit, (tuple, list)) and len(dt_limit) == 2
+          and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in dt_limit))
+    if not ok or not 0 <= dt_limit[0] <= dt_limit[1]:
+        raise ValueError(f"dt_limit must be a pair (lo, hi) with 0 <= lo <= hi, got {dt_limit!r}")
+    if x.dim() != 4:
+        raise ValueError(f"x must have shape (b, l, nheads, headdim), got shape {tuple(x.shape)}")
+    b, l, h, p = x.shape
+    if B.dim() != 4 or B.shape[:2] != (b, l):
+        raise ValueError(f"B must have shape (b={b}, l={l}, ngroups, d_state), got {tuple(B.shape)}")
+    g, n = B.shape[2], B.shape[3]
+    if g == 0 or h % g != 0:
+        raise ValueError(f"the number of groups of B and C (dim 2, {g}) must divide the number of heads of x "
+                         f"(dim 2, {h}): each group serves nheads / ngroups heads")
+    expected = dict(dt=[(b, l, h)], A=[(h,)], C=[(b, l, g, n)], D=[(h,), (h, p)], z=[(b, l, h, p)],
+                    dt_bias=[(h,)], initial_states=[(b, h, p, n)])
+    for name, shapes in expected.items():
+        t = tensors[name]
+        if t is not None and tuple(t.shape) not in shapes:
+            want = " or ".join(str(s) for s in shapes)
+            raise ValueError(f"{name} must have shape {want} to match x {tuple(x.shape)} and B "
+                             f"{tuple(B.shape)}, got {tuple(t.shape)}")
+    for name, t in tensors.items():
+        if t is not None and t.device != x.device:
+            raise ValueError(f"{name} is on {t.device} but x is on {x.device}; move all inputs to one device")
+
+
 def check_input_ids(input_ids: torch.Tensor, vocab_size: int, name: str = "input_ids") -> None:
     """The guard of ``MambaLM.forward/step`` and ``generate``: ``(b, l)`` integer ids in ``[0, vocab_size)``.
 

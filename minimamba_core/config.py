@@ -16,10 +16,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 DT_INIT_CHOICES = ("random", "constant")
-# The mixer's keys that the official config nests under ``ssm_cfg`` (flat fields here too).
-SSM_KEYS = ("d_state", "d_conv", "expand", "dt_rank", "dt_min", "dt_max", "dt_init", "dt_scale",
-            "dt_init_floor", "conv_bias", "bias")
-SSM_IGNORED = ("use_fast_path", "layer_idx", "device", "dtype")  # official keys without effect on the math
+# The mixers' keys that the official config nests under ``ssm_cfg`` (flat fields here too), per
+# layer kind: the keyword arguments of ``Mamba`` (mamba_ssm/modules/mamba_simple.py) and of
+# ``Mamba2`` (mamba_ssm/modules/mamba2.py), state-spaces/mamba commit 60dadf2.
+MAMBA1_KEYS = ("d_state", "d_conv", "expand", "dt_rank", "dt_min", "dt_max", "dt_init", "dt_scale",
+               "dt_init_floor", "conv_bias", "bias")
+MAMBA2_KEYS = ("d_state", "d_conv", "expand", "headdim", "ngroups", "chunk_size", "rmsnorm",
+               "norm_before_gate", "D_has_hdim", "dt_min", "dt_max", "dt_init_floor", "dt_limit",
+               "A_init_range", "conv_bias", "bias")
+LAYER_KEYS = {"Mamba1": MAMBA1_KEYS, "Mamba2": MAMBA2_KEYS}
+SSM_KEYS = tuple(dict.fromkeys(MAMBA1_KEYS + MAMBA2_KEYS))  # every key; a registered kind may take any
+MAMBA2_ONLY = tuple(k for k in MAMBA2_KEYS if k not in MAMBA1_KEYS)
+# official keys without effect on the math (Mamba2's d_ssm and conv_init only at their default None)
+SSM_IGNORED = ("use_fast_path", "layer_idx", "device", "dtype", "use_mem_eff_path", "sequence_parallel",
+               "process_group")
+SSM_NONE_ONLY = ("d_ssm", "conv_init")
 # Per-layer-kind defaults, from the official modules' signatures (mamba_ssm/modules/mamba_simple.py,
 # mamba2.py, commit 60dadf2) and the released Mamba-2 configs (vocabulary padded to 16).
 # A kind not listed takes Mamba-1's until its own issue adds it.
@@ -66,6 +77,18 @@ class MambaConfig:
         attn_layer_idx: indices of the layers that are attention (``"MHA"``) instead of SSM mixers.
         attn_cfg: keyword arguments of those attention layers (``ATTN_KEYS``).
 
+    Mamba-2 fields (``ssm_cfg["layer"] == "Mamba2"``; the official ``Mamba2`` defaults; set to
+    anything else in a Mamba-1 config they raise, as the official ``Mamba`` would refuse them):
+
+        headdim: P, the channels of one head; ``nheads = d_inner // headdim`` heads (H).
+        ngroups: G, the groups of heads that share one ``B`` and one ``C``; divides ``nheads``.
+        chunk_size: Q, the chunk length of the chunked SSD algorithm (any positive int).
+        rmsnorm: whether the gated, grouped RMSNorm ``norm`` follows the scan (else ``y * silu(z)``).
+        norm_before_gate: ``norm(y) * silu(z)`` instead of ``norm(y * silu(z))``.
+        D_has_hdim: ``D`` has one entry per channel ``(d_inner,)`` instead of per head ``(H,)``.
+        dt_limit: ``(lo, hi)`` clamp of ``dt`` after the softplus; ``(0, inf)`` for none.
+        A_init_range: ``(lo, hi)``; the initial ``-A`` is uniform in it, one value per head.
+
     Derived (read-only, not constructor arguments): ``d_inner``, ``padded_vocab_size``;
     ``dt_rank``, ``d_state`` and ``pad_vocab_size_multiple`` are replaced by their resolved values.
     So a derived config keeps them: ``dataclasses.replace(config, ssm_cfg={"layer": "Mamba2"})``
@@ -75,7 +98,9 @@ class MambaConfig:
 
     Raises:
         ValueError: naming the field or key, for non-positive sizes, an unknown ``dt_init``,
-            ``dt_min > dt_max``, an unknown key in ``ssm_cfg`` or ``attn_cfg``, a key given both
+            ``dt_min > dt_max``, an unknown key in ``ssm_cfg`` or ``attn_cfg`` (or one of the other
+            layer kind), a Mamba-2 field set in a Mamba-1 config, ``nheads * headdim != d_inner``,
+            ``ngroups`` not dividing ``nheads``, ``dt_limit`` or ``A_init_range`` out of order, a key given both
             flat and in ``ssm_cfg`` with different values, attention indices out of range or
             repeated, ``attn_cfg`` without ``attn_layer_idx``.
     """
@@ -102,6 +127,14 @@ class MambaConfig:
     d_intermediate: int = 0
     attn_layer_idx: list = field(default_factory=list)
     attn_cfg: dict = field(default_factory=dict)
+    headdim: int = 64  # P (Mamba-2)
+    ngroups: int = 1  # G (Mamba-2)
+    chunk_size: int = 256  # Q (Mamba-2)
+    rmsnorm: bool = True  # (Mamba-2)
+    norm_before_gate: bool = False  # (Mamba-2)
+    D_has_hdim: bool = False  # (Mamba-2)
+    dt_limit: tuple = (0.0, math.inf)  # (Mamba-2)
+    A_init_range: tuple = (1.0, 16.0)  # (Mamba-2)
     d_inner: int = field(init=False)  # E * D
     padded_vocab_size: int = field(init=False)
 
@@ -125,10 +158,12 @@ class MambaConfig:
                 raise ValueError(f"MambaConfig.{name} must be a positive number, got {value!r}")
         if self.dt_min > self.dt_max:
             raise ValueError(f"MambaConfig.dt_min ({self.dt_min}) must be <= dt_max ({self.dt_max})")
-        for name in ("conv_bias", "bias", "tie_embeddings", "residual_in_fp32"):
+        for name in ("conv_bias", "bias", "tie_embeddings", "residual_in_fp32", "rmsnorm",
+                     "norm_before_gate", "D_has_hdim"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"MambaConfig.{name} must be a bool, got {getattr(self, name)!r}")
         self.d_inner = self.expand * self.d_model
+        self._check_mamba2()
         multiple = self.pad_vocab_size_multiple
         self.padded_vocab_size = math.ceil(self.vocab_size / multiple) * multiple
 
@@ -141,13 +176,18 @@ class MambaConfig:
         if not isinstance(layer, str) or not layer:
             raise ValueError(f"MambaConfig.ssm_cfg['layer'] must be a layer name such as 'Mamba1', got {layer!r}")
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        known = LAYER_KEYS.get(layer, SSM_KEYS)
         for key, value in ssm.items():
-            if key in SSM_IGNORED:
+            if key in SSM_IGNORED or (key in SSM_NONE_ONLY and value is None):
                 continue
-            if key not in SSM_KEYS:
-                raise ValueError(f"MambaConfig.ssm_cfg has unknown key {key!r}; known keys are "
-                                 f"{['layer', *SSM_KEYS]} (and, ignored, {list(SSM_IGNORED)})")
+            if key not in known:
+                why = (f"a {layer} layer does not take it" if key in SSM_KEYS
+                       else "no layer takes it" if key not in SSM_NONE_ONLY else "only its default null is supported")
+                raise ValueError(f"MambaConfig.ssm_cfg has key {key!r} ({why}); the keys of a {layer} layer are "
+                                 f"{['layer', *known]} (and, ignored, {list(SSM_IGNORED)})")
             flat = getattr(self, key)
+            if isinstance(value, list):  # a JSON pair, such as dt_limit
+                value = tuple(value)
             if flat != defaults[key] and flat != value:
                 raise ValueError(f"MambaConfig.{key}={flat!r} and ssm_cfg[{key!r}]={value!r} disagree; give it once")
             setattr(self, key, value)
@@ -155,6 +195,44 @@ class MambaConfig:
             if getattr(self, key) is None:
                 setattr(self, key, value)
         self.ssm_cfg = {"layer": layer}
+
+    def _check_mamba2(self) -> None:
+        """The Mamba-2 fields: sizes, the head and group arithmetic, the two ranges."""
+        for name in ("headdim", "ngroups", "chunk_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"MambaConfig.{name} must be a positive int, got {value!r}")
+        for name in ("dt_limit", "A_init_range"):
+            value = getattr(self, name)
+            ok = (isinstance(value, (tuple, list)) and len(value) == 2
+                  and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value))
+            if not ok:
+                raise ValueError(f"MambaConfig.{name} must be a pair of numbers (lo, hi), got {value!r}")
+            setattr(self, name, tuple(float(v) for v in value))
+        lo, hi = self.dt_limit
+        if not 0 <= lo <= hi:
+            raise ValueError(f"MambaConfig.dt_limit must be (lo, hi) with 0 <= lo <= hi, got {self.dt_limit}")
+        lo, hi = self.A_init_range
+        if not 0 < lo <= hi < math.inf:
+            raise ValueError(f"MambaConfig.A_init_range must be (lo, hi) with 0 < lo <= hi, got {self.A_init_range}")
+        if self.layer != "Mamba2":
+            defaults = {f.name: f.default for f in dataclasses.fields(self)}
+            changed = [k for k in MAMBA2_ONLY if getattr(self, k) != defaults[k]]
+            if changed and self.layer == "Mamba1":
+                raise ValueError(f"MambaConfig.{changed[0]} is a Mamba-2 field, but this config's layer is "
+                                 f"'Mamba1'; set ssm_cfg={{'layer': 'Mamba2'}} or drop {changed}")
+            return
+        if self.d_inner % self.headdim != 0:
+            raise ValueError(f"MambaConfig.headdim={self.headdim} must divide d_inner={self.d_inner} (expand * "
+                             f"d_model): nheads * headdim must equal d_inner")
+        if self.nheads % self.ngroups != 0:
+            raise ValueError(f"MambaConfig.ngroups={self.ngroups} must divide nheads={self.nheads} "
+                             f"(d_inner / headdim): each group of B and C serves nheads / ngroups heads")
+
+    @property
+    def nheads(self) -> int:
+        """H, the Mamba-2 heads: ``d_inner // headdim``."""
+        return self.d_inner // self.headdim
 
     def _check_layers(self) -> None:
         """``d_intermediate``, ``attn_layer_idx`` and ``attn_cfg``: types, ranges, known keys."""

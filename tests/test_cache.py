@@ -209,7 +209,7 @@ def test_a_cache_of_other_state_names():
 
 
 def test_empty_refuses_a_config_with_other_layer_kinds():
-    for kw, kind in ((dict(ssm_cfg={"layer": "Mamba2"}), "Mamba2"), (dict(attn_layer_idx=[0]), "MHA")):
+    for kw, kind in ((dict(ssm_cfg={"layer": "Mamba2"}, headdim=8), "Mamba2"), (dict(attn_layer_idx=[0]), "MHA")):
         expect_error(lambda: mm.InferenceCache.empty(small_config(**kw), 1), ValueError, "Mamba-1 states only",
                      repr(kind), "model.allocate_inference_cache")
 

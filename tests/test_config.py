@@ -95,15 +95,15 @@ def test_each_layer_kind_has_its_defaults():
     m1 = _config()
     assert (m1.layer, m1.ssm_cfg, m1.d_state, m1.pad_vocab_size_multiple) == ("Mamba1", {"layer": "Mamba1"}, 16, 8)
     assert m1.padded_vocab_size == 56
-    m2 = _config(ssm_cfg={"layer": "Mamba2"})
+    m2 = _config(ssm_cfg={"layer": "Mamba2", "headdim": 8})
     assert (m2.layer, m2.d_state, m2.pad_vocab_size_multiple, m2.padded_vocab_size) == ("Mamba2", 128, 16, 64)
     assert [m2.layer_kind(i) for i in range(2)] == ["Mamba2", "Mamba2"]
 
 
 def test_an_explicit_value_wins_over_the_layer_default():
-    assert _config(ssm_cfg={"layer": "Mamba2"}, d_state=64).d_state == 64
-    assert _config(ssm_cfg={"layer": "Mamba2", "d_state": 32}).d_state == 32
-    assert _config(ssm_cfg={"layer": "Mamba2"}, pad_vocab_size_multiple=1).padded_vocab_size == VOCAB
+    assert _config(ssm_cfg={"layer": "Mamba2"}, headdim=8, d_state=64).d_state == 64
+    assert _config(ssm_cfg={"layer": "Mamba2", "d_state": 32, "headdim": 8}).d_state == 32
+    assert _config(ssm_cfg={"layer": "Mamba2"}, headdim=8, pad_vocab_size_multiple=1).padded_vocab_size == VOCAB
     assert _config(d_state=4).d_state == 4
 
 
@@ -118,7 +118,7 @@ def test_ssm_cfg_keys_merge_into_the_flat_fields():
 
 @pytest.mark.parametrize("kw", [
     dict(),
-    dict(ssm_cfg={"layer": "Mamba2"}, d_intermediate=40),
+    dict(ssm_cfg={"layer": "Mamba2", "dt_limit": [0.0, 2.0]}, headdim=8, ngroups=2, d_intermediate=40),
     dict(ssm_cfg={"d_state": 8, "expand": 3}, attn_layer_idx=[1, 0], attn_cfg={"num_heads": 4, "causal": True}),
 ], ids=["mamba1", "mamba2_mlp", "hybrid"])
 def test_to_dict_from_dict_round_trip_with_the_layer_protocol(kw):
@@ -138,7 +138,7 @@ def test_attention_layers_are_named_by_index():
 
 PROTOCOL_CASES = [
     # (what is wrong, keyword arguments, words the ValueError must contain)
-    ("unknown ssm_cfg key", dict(ssm_cfg={"headdim": 64}), ["ssm_cfg", "unknown key 'headdim'", "'d_state'"]),
+    ("unknown ssm_cfg key", dict(ssm_cfg={"headdim": 64}), ["ssm_cfg", "key 'headdim'", "a Mamba1 layer does not take it", "'d_state'"]),
     ("flat and ssm_cfg disagree", dict(d_state=8, ssm_cfg={"d_state": 16}),
      ["MambaConfig.d_state=8", "ssm_cfg['d_state']=16", "disagree"]),
     ("ssm_cfg not a dict", dict(ssm_cfg="Mamba2"), ["ssm_cfg", "dict", "'Mamba2'"]),

@@ -1,0 +1,240 @@
+"""State space duality (SSD): the Mamba-2 scan, three times, one function.
+
+Mamba-2 (Dao & Gu 2024, "Transformers are SSMs", arXiv 2405.21060) restricts Mamba-1's ``A`` to
+one scalar per head. For head ``h`` (of ``nheads``), channel ``p`` (of ``headdim``) and state
+index ``n`` (of ``d_state``), with ``B, C`` shared by the heads of one group::
+
+    dt_t    = clamp(softplus(dt_t + dt_bias), *dt_limit)    (each step optional)
+    h_t     = exp(dt_t A) h_{t-1} + dt_t B_t x_t             (paper eq. 1, A scalar per head)
+    y_t     = C_t . h_t + D x_t                              (then y_t * silu(z_t) if z is given)
+
+Mamba-2 calls the step size ``dt``: it is Mamba-1's ``delta`` (``scan.py``). Unrolled, the
+output is a matrix times the input, ``y = M x`` with the lower-triangular, 1-semiseparable
+
+    M[t, s] = (C_t . B_s) exp(dt_{s+1} A + ... + dt_t A) dt_s       for s <= t      (paper eq. 6)
+
+that is ``M = L o (C B^T)`` with the decay mask ``L``: masked attention whose "attention
+matrix" is a decay (paper Section 4, "state space duality"). The three forms:
+
+* :func:`ssd_sequential`, the recurrence step by step: the reference, exact in float64;
+* :func:`ssd_quadratic`, ``Y = (L o C B^T) X`` materialized, ``O(l^2)`` (the attention view);
+* :func:`ssd_chunked`, the four-step chunked algorithm of the paper (Section 6, Listing 1):
+  quadratic inside chunks of ``chunk_size`` steps, the recurrence between them, ``O(l)``.
+
+Layout and options are those of ``mamba_chunk_scan_combined`` (``mamba_ssm/ops/triton/
+ssd_combined.py``, state-spaces/mamba commit 60dadf2): ``x, z (b, l, h, p)``, ``dt (b, l, h)``,
+``A (h,)``, ``B, C (b, l, g, n)``, ``D (h,)`` or ``(h, p)``, ``dt_bias (h,)``,
+``initial_states (b, h, p, n)``. Head ``i`` reads group ``i // (h // g)``: the heads of one
+group are neighbours (``repeat_interleave``, not ``repeat``; transformers PR #37533 fixed a
+torch path that tiled them).
+
+Differences from the official code, all harmless: no Triton kernels; arithmetic in float32
+(float64 when any input is float64), the output in ``x``'s dtype, the final state in the
+arithmetic dtype; any ``l``: the chunked form pads the last chunk with ``dt = 0``, which leaves
+the state unchanged, so the padding is exact (the minimal listings assert ``l % chunk == 0``).
+Built in notebooks ``12_mamba2`` and ``13_ssd``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .checks import check_ssd_inputs, scan_output_dtype
+
+METHODS = ("chunked", "quadratic", "sequential")
+NO_LIMIT = (0.0, math.inf)
+
+
+def segsum(a: torch.Tensor) -> torch.Tensor:
+    """Segment sums ``S[..., t, s] = a[..., s+1] + ... + a[..., t]`` for ``s <= t``, ``-inf`` above.
+
+    ``a (..., T) -> (..., T, T)``; ``exp(segsum(dt * A))`` is the decay mask ``L``. Each entry is
+    a sum of its own terms (a masked cumulative sum), never the difference of two running
+    sums ``cs_t - cs_s``: with a strong decay those run to thousands and their difference
+    would keep only the digits that did not cancel. Same as ``segsum`` of the paper's
+    ``ssd_minimal.py`` (state-spaces/mamba commit 60dadf2).
+    """
+    T = a.shape[-1]
+    a = a[..., :, None].expand(*a.shape, T)  # (..., T, T): entry [r, s] = a[r]
+    below = torch.tril(torch.ones(T, T, dtype=torch.bool, device=a.device), diagonal=-1)  # r > s
+    S = torch.cumsum(a.masked_fill(~below, 0.0), dim=-2)  # (..., T, T): [t, s] = sum_{s < r <= t} a[r]
+    keep = torch.tril(torch.ones(T, T, dtype=torch.bool, device=a.device))  # s <= t
+    return S.masked_fill(~keep, -math.inf)
+
+
+def _prepare(x, dt, A, B, C, D, z, dt_bias, dt_softplus, dt_limit, initial_states, chunk_size=1):
+    """Validate; cast to the arithmetic dtype; apply the bias, softplus and clamp to ``dt``;
+    give every head its group's ``B`` and ``C`` ``(b, l, h, n)``."""
+    check_ssd_inputs(x, dt, A, B, C, D, z, dt_bias, dt_limit, initial_states, chunk_size)
+    given = [t for t in (x, dt, A, B, C, D, z, dt_bias, initial_states) if t is not None]
+    dtype = torch.float64 if any(t.dtype == torch.float64 for t in given) else torch.float32
+    x, dt, A, B, C, D, h0 = (None if t is None else t.to(dtype) for t in (x, dt, A, B, C, D, initial_states))
+    if dt_bias is not None:
+        dt = dt + dt_bias.to(dtype)  # (b, l, h)
+    if dt_softplus:
+        dt = F.softplus(dt)  # (b, l, h), > 0
+    if tuple(dt_limit) != NO_LIMIT:
+        dt = dt.clamp(min=dt_limit[0], max=dt_limit[1])  # (b, l, h)
+    heads_per_group = x.shape[2] // B.shape[2]
+    B = B.repeat_interleave(heads_per_group, dim=2)  # (b, l, h, n): head i reads group i // (h/g)
+    C = C.repeat_interleave(heads_per_group, dim=2)  # (b, l, h, n)
+    return x, dt, A, B, C, D, h0
+
+
+def _finish(y, x, D, z, out_dtype):
+    """Add the ``D`` skip (per head or per channel) and the ``silu(z)`` gate; cast to ``out_dtype``."""
+    if D is not None:
+        y = y + x * (D[:, None] if D.dim() == 1 else D)  # (b, l, h, p)
+    if z is not None:
+        y = y * F.silu(z.to(y.dtype))  # (b, l, h, p)
+    return y.to(out_dtype)
+
+
+def ssd_sequential(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+                   D: torch.Tensor | None = None, z: torch.Tensor | None = None,
+                   dt_bias: torch.Tensor | None = None, dt_softplus: bool = False,
+                   dt_limit: tuple[float, float] = NO_LIMIT, initial_states: torch.Tensor | None = None,
+                   return_final_states: bool = False):
+    """The SSD recurrence as a loop over time: the reference the other two forms are checked against.
+
+    Args:
+        x: input ``(b, l, nheads, headdim)``, any float dtype.
+        dt: step sizes ``(b, l, nheads)`` (Mamba-1's ``delta``), before bias/softplus/clamp.
+        A: one decay rate per head ``(nheads,)``, usually negative (``-exp(A_log)``).
+        B, C: input and output projections ``(b, l, ngroups, d_state)``; ``ngroups`` divides ``nheads``.
+        D: skip weight ``(nheads,)`` or ``(nheads, headdim)``, optional.
+        z: gate input ``(b, l, nheads, headdim)``, optional; the output is multiplied by ``silu(z)``.
+        dt_bias: added to ``dt`` before the softplus ``(nheads,)``, optional.
+        dt_softplus: apply ``softplus`` to ``dt`` (after the bias).
+        dt_limit: ``(lo, hi)``: ``dt`` is clamped into it (after the softplus) unless it is ``(0, inf)``.
+        initial_states: the state before the first step ``(b, nheads, headdim, d_state)``; zeros when ``None``.
+        return_final_states: also return the state after the last step.
+
+    Returns:
+        ``y (b, l, nheads, headdim)`` in ``x``'s dtype, or ``(y, final_states)`` with
+        ``final_states (b, nheads, headdim, d_state)`` in float32 (float64 when an input is).
+
+    Raises:
+        TypeError: a missing, non-tensor or integer input.
+        ValueError: shapes other than the layout above, groups not dividing heads, mixed
+        devices, ``dt_limit`` not ``0 <= lo <= hi``.
+
+    Matches the step of ``Mamba2.step`` (``mamba_ssm/modules/mamba2.py``, commit 60dadf2) applied
+    ``l`` times.
+    """
+    out_dtype = scan_output_dtype(x)
+    x, dt, A, B, C, D, h0 = _prepare(x, dt, A, B, C, D, z, dt_bias, dt_softplus, dt_limit, initial_states)
+    b, l, nheads, p = x.shape
+    state = h0 if h0 is not None else x.new_zeros(b, nheads, p, B.shape[-1])  # (b, h, p, n)
+    ys = []
+    for x_t, dt_t, B_t, C_t in zip(x.unbind(1), dt.unbind(1), B.unbind(1), C.unbind(1)):
+        A_bar = torch.exp(dt_t * A)  # (b, h): one decay per head
+        B_bar_x = torch.einsum("bh,bhn,bhp->bhpn", dt_t, B_t, x_t)  # (b, h, p, n)
+        state = A_bar[:, :, None, None] * state + B_bar_x  # (b, h, p, n)
+        ys.append(torch.einsum("bhpn,bhn->bhp", state, C_t))  # (b, h, p)
+    y = torch.stack(ys, dim=1) if ys else x.new_zeros(b, 0, nheads, p)  # (b, l, h, p)
+    y = _finish(y, x, D, z, out_dtype)
+    return (y, state) if return_final_states else y
+
+
+def ssd_quadratic(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+                  D: torch.Tensor | None = None, z: torch.Tensor | None = None,
+                  dt_bias: torch.Tensor | None = None, dt_softplus: bool = False,
+                  dt_limit: tuple[float, float] = NO_LIMIT, initial_states: torch.Tensor | None = None,
+                  return_final_states: bool = False):
+    """SSD as one masked matrix per head: ``Y = (L o C B^T) (dt X)``, the attention-like form.
+
+    ``L[t, s] = exp(dt_{s+1} A + ... + dt_t A)`` for ``s <= t``, 0 above (paper eq. 6 and
+    Section 4). The initial state enters as ``y_t += exp(dt_0 A + ... + dt_t A) C_t . h_0``; the
+    final state is ``h_l = sum_s L[l-1, s] dt_s x_s B_s^T + exp(sum_t dt_t A) h_0``. Time and memory
+    ``O(l^2)`` per head. Arguments, returns and errors as :func:`ssd_sequential`.
+    """
+    out_dtype = scan_output_dtype(x)
+    x, dt, A, B, C, D, h0 = _prepare(x, dt, A, B, C, D, z, dt_bias, dt_softplus, dt_limit, initial_states)
+    a = (dt * A).transpose(1, 2)  # (b, h, l): log-decay of each step
+    L = torch.exp(segsum(a))  # (b, h, l, l), 0 above the diagonal
+    scores = torch.einsum("bthn,bshn->bhts", C, B)  # (b, h, l, l): C_t . B_s
+    y = torch.einsum("bhts,bsh,bshp->bthp", L * scores, dt, x)  # (b, l, h, p)
+    # decay from the start (before step 0) to step t, and from each step s to the end
+    from_start = torch.exp(segsum(F.pad(a, (1, 0)))[..., 1:, 0])  # (b, h, l)
+    to_end = L[..., -1, :] if a.shape[-1] else a  # (b, h, l)
+    final = torch.einsum("bhs,bsh,bshp,bshn->bhpn", to_end, dt, x, B)  # (b, h, p, n)
+    if h0 is not None:
+        y = y + torch.einsum("bhpn,bthn,bht->bthp", h0, C, from_start)  # (b, l, h, p)
+        total = from_start[..., -1] if a.shape[-1] else torch.ones_like(A).expand(a.shape[0], -1)  # (b, h)
+        final = final + total[:, :, None, None] * h0  # (b, h, p, n)
+    y = _finish(y, x, D, z, out_dtype)
+    return (y, final) if return_final_states else y
+
+
+def ssd_chunked(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+                chunk_size: int = 256, D: torch.Tensor | None = None, z: torch.Tensor | None = None,
+                dt_bias: torch.Tensor | None = None, dt_softplus: bool = False,
+                dt_limit: tuple[float, float] = NO_LIMIT, initial_states: torch.Tensor | None = None,
+                return_final_states: bool = False):
+    """SSD by chunks of ``chunk_size`` steps (paper Section 6, Listing 1): the four steps.
+
+    With ``Q = chunk_size`` and ``c`` chunks (the last one padded with ``dt = 0``, exact):
+
+    1. inside each chunk, the quadratic form ``Y_diag = (L o C B^T) (dt X)``;
+    2. each chunk's own final state, ``sum_s decay(s -> end) dt_s x_s B_s^T``;
+    3. the recurrence over the ``c`` chunk states (a ``(c+1) x (c+1)`` decay matrix, the
+       initial state in front), which gives the state entering every chunk and the final one;
+    4. each entering state read out inside its chunk, ``Y_off = exp(decay to t) C_t . state``.
+
+    Time ``O(l Q)``, memory ``O(l Q)`` per head. Every decay is a segment sum (:func:`segsum`),
+    stable under strong decay. Arguments, returns and errors as :func:`ssd_sequential`, plus
+    ``chunk_size``, any positive int (``ValueError`` otherwise). Matches
+    ``mamba_chunk_scan_combined`` (``mamba_ssm/ops/triton/ssd_combined.py``, commit 60dadf2).
+    """
+    out_dtype = scan_output_dtype(x)
+    x, dt, A, B, C, D, h0 = _prepare(x, dt, A, B, C, D, z, dt_bias, dt_softplus, dt_limit,
+                                     initial_states, chunk_size)
+    b, l, nheads, p = x.shape
+    n = B.shape[-1]
+    Q = chunk_size
+    pad = (Q - l % Q) % Q  # 0 when l is a multiple of Q
+    chunks = lambda t: F.pad(t, (0, 0) * (t.dim() - 2) + (0, pad)).unflatten(1, (-1, Q))  # noqa: E731
+    X, dtc, Bc, Cc = chunks(x), chunks(dt), chunks(B), chunks(C)  # (b, c, Q, h, p), (b, c, Q, h), (b, c, Q, h, n)
+    a = (dtc * A).permute(0, 3, 1, 2)  # (b, h, c, Q): log-decay of each step
+    L = torch.exp(segsum(a))  # (b, h, c, Q, Q)
+    # 1. inside the chunks
+    scores = torch.einsum("bclhn,bcshn->bhcls", Cc, Bc)  # (b, h, c, Q, Q)
+    Y_diag = torch.einsum("bhcls,bcsh,bcshp->bclhp", L * scores, dtc, X)  # (b, c, Q, h, p)
+    # 2. each chunk's final state, from its own inputs (decay from step s to the chunk's end)
+    to_end = L[..., -1, :]  # (b, h, c, Q)
+    states = torch.einsum("bhcs,bcsh,bcshp,bcshn->bchpn", to_end, dtc, X, Bc)  # (b, c, h, p, n)
+    # 3. the recurrence between chunks: state entering chunk j = sum_i decay(i -> j) states_i
+    if h0 is None:
+        h0 = x.new_zeros(b, nheads, p, n)
+    states = torch.cat([h0[:, None], states], dim=1)  # (b, c+1, h, p, n)
+    chunk_decay = torch.exp(segsum(F.pad(a.sum(-1), (1, 0))))  # (b, h, c+1, c+1)
+    entering = torch.einsum("bhji,bihpn->bjhpn", chunk_decay, states)  # (b, c+1, h, p, n)
+    entering, final = entering[:, :-1], entering[:, -1]  # (b, c, h, p, n), (b, h, p, n)
+    # 4. the entering state's contribution at every step of its chunk
+    from_start = torch.exp(torch.cumsum(a, dim=-1))  # (b, h, c, Q): a partial sum, no cancellation
+    Y_off = torch.einsum("bclhn,bchpn,bhcl->bclhp", Cc, entering, from_start)  # (b, c, Q, h, p)
+    y = (Y_diag + Y_off).flatten(1, 2)[:, :l]  # (b, l, h, p)
+    y = _finish(y, x, D, z, out_dtype)
+    return (y, final) if return_final_states else y
+
+
+def ssd(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+        chunk_size: int = 256, *, method: str = "chunked", **kwargs):
+    """Front door: ``method="chunked"`` (default), ``"quadratic"`` or ``"sequential"``.
+
+    Arguments as :func:`ssd_chunked` (``chunk_size`` is checked for every method and used by the
+    chunked one); the three return the same function of their inputs (tests/test_ssd.py).
+
+    Raises:
+        ValueError: an unknown ``method``; the errors of :func:`ssd_sequential`.
+    """
+    if method == "chunked":
+        return ssd_chunked(x, dt, A, B, C, chunk_size, **kwargs)
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    check_ssd_inputs(x, dt, A, B, C, None, None, None, NO_LIMIT, None, chunk_size)
+    return (ssd_quadratic if method == "quadratic" else ssd_sequential)(x, dt, A, B, C, **kwargs)
