@@ -1,16 +1,21 @@
-"""minimamba_core: Mamba (Gu & Dao 2023, arXiv 2312.00752) written plainly in PyTorch.
+"""minimamba_core: Mamba (Gu & Dao 2023, arXiv 2312.00752) and Mamba-2 (Dao & Gu 2024, arXiv
+2405.21060) written plainly in PyTorch.
 
 Glossary (the paper's letters, used in every module):
 ``b`` batch, ``l`` sequence length, ``d_model`` (D), ``d_inner`` (E*D), ``d_state`` (N),
 ``dt_rank`` (R), ``d_conv`` (k), ``x`` input, ``h`` state, ``y`` output, ``delta`` (the step
-size), ``A, B, C, D`` the SSM parameters, ``A_bar, B_bar`` their discretized forms.
+size), ``A, B, C, D`` the SSM parameters, ``A_bar, B_bar`` their discretized forms. Mamba-2 adds
+``nheads`` (H) heads of ``headdim`` (P) channels, ``ngroups`` (G) groups of heads sharing ``B``
+and ``C``, ``chunk_size`` (Q), and calls the step size ``dt``.
 """
 
 # The lesson, in reading order
 from .config import MambaConfig
-from .norm import RMSNorm
+from .norm import RMSNorm, RMSNormGated
 from .scan import selective_scan, selective_scan_parallel, selective_scan_sequential
+from .ssd import ssd, ssd_chunked, ssd_quadratic, ssd_sequential
 from .mixer import MambaMixer
+from .mixer2 import Mamba2Mixer
 from .model import MambaLM, ResidualBlock
 from .cache import InferenceCache
 from .generate import generate, sample_next_token
@@ -29,8 +34,10 @@ __all__ = [
     "Mamba",
     "MambaConfig",
     "MambaLM",
+    "Mamba2Mixer",
     "MambaMixer",
     "RMSNorm",
+    "RMSNormGated",
     "ResidualBlock",
     "build_char_tokenizer",
     "describe_device",
@@ -44,4 +51,8 @@ __all__ = [
     "selective_scan_parallel",
     "selective_scan_sequential",
     "set_scan_compile",
+    "ssd",
+    "ssd_chunked",
+    "ssd_quadratic",
+    "ssd_sequential",
 ]

@@ -37,14 +37,14 @@ from .scan import selective_scan_parallel, selective_scan_sequential
 _HALF = (torch.float16, torch.bfloat16)
 
 
-def _autocast_off(device_type: str):
+def autocast_off(device_type: str):
     """A region where ``torch.autocast`` does not lower conv/einsum to bf16/fp16 (CPU and CUDA)."""
     if device_type in ("cpu", "cuda"):
         return torch.autocast(device_type=device_type, enabled=False)
     return contextlib.nullcontext()
 
 
-def _skip_left_padding(x_t: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+def skip_left_padding(x_t: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """Move each row's left padding in front of its cached inputs, as zeros.
 
     ``x_t (b, d_inner, k + l)`` holds the ``k`` cached pre-convolution inputs then the ``l`` new
@@ -60,7 +60,109 @@ def _skip_left_padding(x_t: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     return moved.masked_fill((j < p)[:, None, :], 0.0)  # the padded inputs become zeros
 
 
-class MambaMixer(nn.Module):
+def causal_conv(x: torch.Tensor, conv1d: nn.Conv1d, conv_state: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The causal depthwise convolution and its SiLU over a whole sequence, continuing a cache.
+
+    Args:
+        x: ``(b, l, d)``, the convolution's input (Mamba-1: ``x``; Mamba-2: ``x, B, C`` together).
+        conv1d: the depthwise ``nn.Conv1d(d, d, k, groups=d)``; only its weight and bias are used.
+        conv_state: ``(b, d, k)``, the ``k`` inputs before this sequence (zeros, the
+            convolution's own padding, when ``None``).
+        attention_mask: ``(b, l)`` bool, False on each row's left padding (see
+            :func:`skip_left_padding`).
+
+    Returns:
+        ``silu(conv(x)) (b, l, d)`` and the new ``conv_state (b, d, k)``, both float32 (float64
+        for float64 input): the full and the step path convolve in the same precision.
+    """
+    k = conv1d.weight.shape[-1]
+    acc = torch.promote_types(x.dtype, torch.float32)  # float32, or float64
+    x_t = x.transpose(1, 2).to(acc)  # (b, d, l)
+    prev = conv_state.to(acc) if conv_state is not None else x_t.new_zeros(x_t.shape[0], x_t.shape[1], k)
+    x_t = torch.cat([prev, x_t], dim=-1)  # (b, d, k+l)
+    if attention_mask is not None:
+        x_t = skip_left_padding(x_t, attention_mask)  # (b, d, k+l)
+    weight = conv1d.weight.to(acc)  # (d, 1, k)
+    bias = conv1d.bias.to(acc) if conv1d.bias is not None else None
+    x_conv = F.conv1d(x_t[:, :, 1:], weight, bias, groups=weight.shape[0])  # (b, d, l)
+    return F.silu(x_conv).transpose(1, 2), x_t[:, :, -k:]  # (b, l, d), (b, d, k)
+
+
+def causal_conv_step(x_t: torch.Tensor, conv1d: nn.Conv1d, conv_state: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step of :func:`causal_conv`: ``x_t (b, 1, d)`` shifted into ``conv_state (b, d, k)``.
+
+    Returns ``silu(conv) (b, 1, d)`` and the new ``conv_state``, both in ``conv_state``'s dtype;
+    the convolution is a dot product over the ``k`` entries (constant time).
+    """
+    conv_state = torch.cat([conv_state[:, :, 1:], x_t.transpose(1, 2).to(conv_state.dtype)], dim=-1)  # (b, d, k)
+    x_conv = torch.einsum("bdk,dk->bd", conv_state, conv1d.weight[:, 0].to(conv_state.dtype))  # (b, d)
+    if conv1d.bias is not None:
+        x_conv = x_conv + conv1d.bias.to(conv_state.dtype)  # (b, d)
+    return F.silu(x_conv)[:, None], conv_state  # (b, 1, d), (b, d, k)
+
+
+class SSMMixer(nn.Module):
+    """What every SSM mixer shares: its precision rules and its cache entry.
+
+    A subclass sets ``FLOAT32_PARAMS`` (the parameters that stay float32 in a half-precision
+    model), has an ``in_proj`` (its dtype is the model's) and defines :meth:`state_shapes`.
+    """
+
+    FLOAT32_PARAMS: tuple[str, ...] = ()
+
+    def compute_dtype(self) -> torch.dtype:
+        """The precision of the convolution, scan and states: float32, or float64 in a float64 mixer."""
+        return torch.promote_types(self.in_proj.weight.dtype, torch.float32)
+
+    def state_shapes(self, batch_size: int) -> dict[str, tuple]:
+        raise NotImplementedError
+
+    def allocate_inference_cache(self, batch_size: int, max_seqlen: int | None = None,
+                                 dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+        """This layer's zero states, ``{name: tensor}`` with the shapes of :meth:`state_shapes`.
+
+        The signature of ``allocate_inference_cache`` of the official mixers
+        (``mamba_ssm/modules/mamba_simple.py`` and ``mamba2.py``, state-spaces/mamba commit
+        0cce0fa), which return the same tensors as a tuple; a dict names them for the model's
+        :class:`InferenceCache`. ``max_seqlen`` is accepted and unused: an SSM layer's states do
+        not grow with the sequence. ``dtype`` defaults to :meth:`compute_dtype` (the official
+        modules take the weights' dtype, bf16 included; we keep half-precision models' states in
+        float32). The states live on the mixer's device.
+
+        Raises:
+            ValueError: ``batch_size < 1``; a dtype other than float32/float64.
+        """
+        check_batch_size(batch_size)
+        dtype = self.compute_dtype() if dtype is None else dtype
+        check_state_dtype(dtype)
+        device = self.in_proj.weight.device
+        return {name: torch.zeros(shape, device=device, dtype=dtype)
+                for name, shape in self.state_shapes(batch_size).items()}
+
+    def _apply(self, fn, *args, **kwargs):
+        """``.to(torch.bfloat16)``, ``.half()``... cast every parameter but ``FLOAT32_PARAMS``.
+
+        Those stay float32 in a half-precision model, as the official modules keep ``A_log``
+        ("Keep A_log in fp32", ``Mamba.__init__``, state-spaces/mamba commit 0cce0fa); their
+        values are kept exactly, not rounded through the half dtype (half values, as a
+        checkpoint may store them, become float32; float64 stays float64). float64 casts apply
+        to all. ``load_pretrained`` converts a loaded model through this too.
+        """
+        kept = {name: getattr(self, name).detach() for name in self.FLOAT32_PARAMS}
+        super()._apply(fn, *args, **kwargs)
+        for name, old in kept.items():
+            param = getattr(self, name)
+            if param.dtype in _HALF:
+                keep = torch.float32 if old.dtype in _HALF else old.dtype
+                param.data = old.to(device=param.device, dtype=keep)
+                if param.grad is not None:
+                    param.grad = param.grad.to(keep)
+        return self
+
+
+class MambaMixer(SSMMixer):
     """One Mamba mixer (the block's sequence-mixing part), official initialization.
 
     Args:
@@ -70,8 +172,10 @@ class MambaMixer(nn.Module):
     Parameters (official names): ``in_proj (2*d_inner, d_model)``,
     ``conv1d.weight (d_inner, 1, d_conv)``, ``x_proj (dt_rank + 2*d_state, d_inner)``,
     ``dt_proj (d_inner, dt_rank)`` with bias, ``A_log (d_inner, d_state)``, ``D (d_inner,)``,
-    ``out_proj (d_model, d_inner)``.
+    ``out_proj (d_model, d_inner)``. ``A_log`` and ``D`` stay float32 in a half-precision model.
     """
+
+    FLOAT32_PARAMS = ("A_log", "D")
 
     def __init__(self, config: MambaConfig, layer_idx: int = 0) -> None:
         super().__init__()
@@ -119,55 +223,10 @@ class MambaMixer(nn.Module):
                 linear.bias.zero_()
         self.out_proj.weight /= math.sqrt(cfg.n_layer)
 
-    def compute_dtype(self) -> torch.dtype:
-        """The precision of the convolution, scan and states: float32, or float64 in a float64 mixer."""
-        return torch.promote_types(self.in_proj.weight.dtype, torch.float32)
-
     def state_shapes(self, batch_size: int) -> dict[str, tuple]:
         """The shapes of this layer's states: ``conv_state (b, d_inner, d_conv)``, ``ssm_state (b, d_inner, d_state)``."""
         d, k, n = self.config.d_inner, self.config.d_conv, self.config.d_state
         return {"conv_state": (batch_size, d, k), "ssm_state": (batch_size, d, n)}
-
-    def allocate_inference_cache(self, batch_size: int, max_seqlen: int | None = None,
-                                 dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-        """This layer's zero states, ``{"conv_state": (b, d_inner, d_conv), "ssm_state": (b, d_inner, d_state)}``.
-
-        The signature of ``Mamba.allocate_inference_cache`` in ``mamba_ssm/modules/mamba_simple.py``
-        (state-spaces/mamba, commit 0cce0fa), which returns the same two tensors as a tuple; a dict
-        names them for the model's :class:`InferenceCache`. ``max_seqlen`` is accepted and unused:
-        a Mamba-1 layer's states do not grow with the sequence. ``dtype`` defaults to
-        :meth:`compute_dtype` (the official module takes the weights' dtype, bf16 included; we keep
-        half-precision models' states in float32). The states live on the mixer's device.
-
-        Raises:
-            ValueError: ``batch_size < 1``; a dtype other than float32/float64.
-        """
-        check_batch_size(batch_size)
-        dtype = self.compute_dtype() if dtype is None else dtype
-        check_state_dtype(dtype)
-        device = self.in_proj.weight.device
-        return {name: torch.zeros(shape, device=device, dtype=dtype)
-                for name, shape in self.state_shapes(batch_size).items()}
-
-    def _apply(self, fn, *args, **kwargs):
-        """``.to(torch.bfloat16)``, ``.half()``... cast every parameter but ``A_log`` and ``D``.
-
-        Those two stay float32 in a half-precision model, as the official module keeps them
-        ("Keep A_log in fp32", ``Mamba.__init__``, state-spaces/mamba commit 0cce0fa); their
-        values are kept exactly, not rounded through the half dtype (half values, as a
-        checkpoint may store them, become float32; float64 stays float64). float64 casts apply
-        to all. ``load_pretrained`` converts a loaded model through this too.
-        """
-        kept = {name: getattr(self, name).detach() for name in ("A_log", "D")}
-        super()._apply(fn, *args, **kwargs)
-        for name, old in kept.items():
-            param = getattr(self, name)
-            if param.dtype in _HALF:
-                keep = torch.float32 if old.dtype in _HALF else old.dtype
-                param.data = old.to(device=param.device, dtype=keep)
-                if param.grad is not None:
-                    param.grad = param.grad.to(keep)
-        return self
 
     def ssm_inputs(self, x: torch.Tensor):
         """``x (b, l, d_inner)`` -> ``delta`` before bias/softplus ``(b, l, d_inner)``, ``B, C (b, l, N)``.
@@ -201,35 +260,25 @@ class MambaMixer(nn.Module):
         ``delta`` is 0, so ``A_bar = 1``, ``B_bar = 0`` and the state passes through unchanged.
         Outputs at padded positions are meaningless.
         """
-        k = self.config.d_conv
         x, z = self.in_proj(hidden).chunk(2, dim=-1)  # (b, l, d_inner) each
         acc = torch.promote_types(hidden.dtype, torch.float32)  # float32, or float64
-        with _autocast_off(hidden.device.type):  # autocast would run the conv and scan in bf16
-            x_t = x.transpose(1, 2).to(acc)  # (b, d_inner, l), the convolution runs in float32
-            if cache is not None:
-                prev = cache.layers[self.layer_idx]["conv_state"].to(x_t.dtype)  # (b, d_inner, k)
-            else:
-                prev = x_t.new_zeros(x_t.shape[0], x_t.shape[1], k)
-            x_t = torch.cat([prev, x_t], dim=-1)  # (b, d_inner, k+l)
-            if attention_mask is not None:
-                x_t = _skip_left_padding(x_t, attention_mask)  # (b, d_inner, k+l)
-            weight = self.conv1d.weight.to(acc)  # (d_inner, 1, k)
-            bias = self.conv1d.bias.to(acc) if self.conv1d.bias is not None else None
-            x_conv = F.conv1d(x_t[:, :, 1:], weight, bias, groups=weight.shape[0])  # (b, d_inner, l)
-            x = F.silu(x_conv).transpose(1, 2).to(hidden.dtype)  # (b, l, d_inner)
+        state = cache.layers[self.layer_idx] if cache is not None else None
+        with autocast_off(hidden.device.type):  # autocast would run the conv and scan in bf16
+            x, conv_state = causal_conv(x, self.conv1d, state["conv_state"] if state else None,
+                                        attention_mask)  # (b, l, d_inner) float32, (b, d_inner, k)
+            x = x.to(hidden.dtype)  # (b, l, d_inner)
             delta, B, C = self.ssm_inputs(x)
             A, D, delta_bias = self.scan_params()
             if attention_mask is not None:  # delta = 0 on padded steps: A_bar = 1, B_bar = 0
                 delta = F.softplus(delta.to(acc) + delta_bias)  # (b, l, d_inner), as in the scan
                 delta = delta.masked_fill(~attention_mask[:, :, None], 0.0)
                 delta_bias = None
-            h0 = cache.layers[self.layer_idx]["ssm_state"] if cache is not None else None
+            h0 = state["ssm_state"] if state else None
             y, h = selective_scan_parallel(x, delta, A, B, C, D=D, z=z, delta_bias=delta_bias,
                                            delta_softplus=attention_mask is None, h0=h0,
                                            return_last_state=True)
-        if cache is not None:  # rebind (never write in place: h0 may be saved for backward)
-            state = cache.layers[self.layer_idx]
-            state["conv_state"] = x_t[:, :, -k:].detach().to(state["conv_state"].dtype)
+        if state is not None:  # rebind (never write in place: h0 may be saved for backward)
+            state["conv_state"] = conv_state.detach().to(state["conv_state"].dtype)
             state["ssm_state"] = h.detach().to(state["ssm_state"].dtype)
         return self.out_proj(y)  # (b, l, d_model)
 
@@ -242,13 +291,9 @@ class MambaMixer(nn.Module):
         """
         x, z = self.in_proj(hidden_t).chunk(2, dim=-1)  # (b, 1, d_inner) each
         state = cache.layers[self.layer_idx]
-        conv_state = state["conv_state"]  # (b, d_inner, k)
-        with _autocast_off(hidden_t.device.type):  # float32 conv and scan under autocast too
-            conv_state = torch.cat([conv_state[:, :, 1:], x.transpose(1, 2).to(conv_state.dtype)], dim=-1)
-            x_conv = torch.einsum("bdk,dk->bd", conv_state, self.conv1d.weight[:, 0].to(conv_state.dtype))
-            if self.conv1d.bias is not None:
-                x_conv = x_conv + self.conv1d.bias.to(conv_state.dtype)  # (b, d_inner)
-            x = F.silu(x_conv)[:, None].to(hidden_t.dtype)  # (b, 1, d_inner)
+        with autocast_off(hidden_t.device.type):  # float32 conv and scan under autocast too
+            x, conv_state = causal_conv_step(x, self.conv1d, state["conv_state"])  # (b, 1, d_inner), (b, d_inner, k)
+            x = x.to(hidden_t.dtype)  # (b, 1, d_inner)
             delta, B, C = self.ssm_inputs(x)
             A, D, delta_bias = self.scan_params()
             y, h = selective_scan_sequential(x, delta, A, B, C, D=D, z=z, delta_bias=delta_bias,

@@ -25,6 +25,7 @@ from .cache import InferenceCache
 from .checks import check_attention_mask, check_input_ids
 from .config import MambaConfig
 from .mixer import MambaMixer
+from .mixer2 import Mamba2Mixer
 from .norm import RMSNorm
 
 
@@ -32,7 +33,7 @@ from .norm import RMSNorm
 # mixer class takes (config, layer_idx) and has forward(hidden, cache, attention_mask),
 # step(hidden_t, cache), state_shapes(batch_size), allocate_inference_cache(batch_size,
 # max_seqlen, dtype) and compute_dtype(). Later model generations register their own.
-MIXERS: dict[str, type[nn.Module]] = {"Mamba1": MambaMixer}
+MIXERS: dict[str, type[nn.Module]] = {"Mamba1": MambaMixer, "Mamba2": Mamba2Mixer}
 MIXER_METHODS = ("forward", "step", "state_shapes", "allocate_inference_cache", "compute_dtype")
 
 
