@@ -222,3 +222,20 @@ def test_left_padded_batch_equals_transformers():
         theirs = hf(ids, attention_mask=mask).logits
         alone = hf(ids[1:, 3:]).logits
     assert _rel(ours[0], theirs[0]) < 1e-5 and _rel(ours[1, 3:], alone[0]) < 1e-5
+
+
+def test_mamba_ssm_calling_convention_holds_mamba2_states():
+    # mm.Mamba / InferenceParams (interop/compat.py): the dict holds each layer's Mamba-2 pair,
+    # shaped as mamba_ssm's Mamba2._get_states_from_cache allocates them
+    torch.manual_seed(0)
+    model = mm.Mamba(config=_config()).to(F64).eval()
+    ids = _ids(l=9)
+    params = mm.InferenceParams(max_seqlen=16, max_batch_size=2)
+    outs = [model(ids[:, :5], inference_params=params)]
+    params.seqlen_offset += 5
+    for t in range(5, 9):
+        outs.append(model(ids[:, t:t + 1], inference_params=params))
+        params.seqlen_offset += 1
+    assert (torch.cat(outs, 1) - model(ids)).abs().max() < 1e-12
+    conv, ssm = params.key_value_memory_dict[1]
+    assert tuple(conv.shape) == (2, 80, 4) and tuple(ssm.shape) == (2, 4, 16, 8)

@@ -9,7 +9,9 @@ a tensor) and the caching protocol of ``mamba_ssm`` (state-spaces/mamba, commit 
 * the caller owns an object with ``seqlen_offset`` (an int) and ``key_value_memory_dict`` (a
   dict) and passes it as ``inference_params=``;
 * each layer keeps its states under its index: ``key_value_memory_dict[i] = (conv_state,
-  ssm_state)`` with ``conv_state (b, d_inner, d_conv)`` and ``ssm_state (b, d_inner, d_state)``;
+  ssm_state)`` with ``conv_state (b, d_inner, d_conv)`` and ``ssm_state (b, d_inner, d_state)``
+  (a Mamba-2 layer: ``(b, d_inner + 2 ngroups d_state, d_conv)`` and ``(b, nheads, headdim, d_state)``,
+  as ``Mamba2._get_states_from_cache`` in ``mamba_ssm/modules/mamba2.py``);
 * a call with ``seqlen_offset == 0`` is the prefill: it starts from zero states, whatever the
   dict holds, and leaves the final states there;
 * a call with ``seqlen_offset > 0`` continues from the stored states;
@@ -184,11 +186,11 @@ class Mamba(MambaLM):
                     f"(the model writes {acc} states)")
             # copies: the step may save its input state for backward, and _write_store later
             # overwrites the caller's tensors in place
-            conv.append(entry[0].to(device=p.device, dtype=acc, copy=True))  # (b, d_inner, d_conv)
-            ssm.append(entry[1].to(device=p.device, dtype=acc, copy=True))  # (b, d_inner, d_state)
-        cfg = self.config
-        for i in range(cfg.n_layer):
-            want = ((b, cfg.d_inner, cfg.d_conv), (b, cfg.d_inner, cfg.d_state))
+            conv.append(entry[0].to(device=p.device, dtype=acc, copy=True))  # Mamba-1: (b, d_inner, d_conv)
+            ssm.append(entry[1].to(device=p.device, dtype=acc, copy=True))  # Mamba-1: (b, d_inner, d_state)
+        shapes = self.state_shapes(b)  # each layer's, from its mixer (Mamba-2: (b, H, P, N) states)
+        for i in range(self.config.n_layer):
+            want = (shapes[i]["conv_state"], shapes[i]["ssm_state"])
             if (tuple(conv[i].shape), tuple(ssm[i].shape)) != want:
                 raise ValueError(
                     f"key_value_memory_dict[{i}] holds states of shapes {tuple(conv[i].shape)} and "
