@@ -195,7 +195,7 @@ def ssd_chunked(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Ten
                                      initial_states, chunk_size)
     b, l, nheads, p = x.shape
     n = B.shape[-1]
-    Q = chunk_size
+    Q = min(chunk_size, max(l, 1))  # a sequence shorter than a chunk is one chunk of its own length
     pad = (Q - l % Q) % Q  # 0 when l is a multiple of Q
     chunks = lambda t: F.pad(t, (0, 0) * (t.dim() - 2) + (0, pad)).unflatten(1, (-1, Q))  # noqa: E731
     X, dtc, Bc, Cc = chunks(x), chunks(dt), chunks(B), chunks(C)  # (b, c, Q, h, p), (b, c, Q, h), (b, c, Q, h, n)
