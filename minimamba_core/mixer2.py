@@ -23,7 +23,7 @@ any ``seqlen_offset`` by the chunked algorithm (a multi-token continuation is ne
 one step: transformers issue #46032, fixed by PR #46084), and takes an ``attention_mask`` for
 left-padded batches as Mamba-1 does; ``step`` applies ``dt_limit`` as ``forward`` does. Precision
 as Mamba-1: convolution, scan and states float32 (float64 in a float64 model), ``A_log``, ``D``
-and ``dt_bias`` float32 parameters in a half-precision model. Built in notebook ``12_mamba2``.
+and ``dt_bias`` float32 parameters in a half-precision model. Built in notebook ``13_mamba2``.
 """
 
 from __future__ import annotations

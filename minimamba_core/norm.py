@@ -2,7 +2,7 @@
 
 ``y = x / sqrt(mean(x**2) + eps) * weight``, computed in float32 (float64 for float64 input),
 as the official ``rms_norm_ref`` does (mamba_ssm/ops/triton/layer_norm.py). Built in notebook
-``05_mamba_block``; the gated, grouped form (:class:`RMSNormGated`) in ``12_mamba2``.
+``05_mamba_block``; the gated, grouped form (:class:`RMSNormGated`) in ``13_mamba2``.
 """
 
 from __future__ import annotations

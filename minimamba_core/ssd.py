@@ -32,7 +32,7 @@ Differences from the official code, all harmless: no Triton kernels; arithmetic 
 (float64 when any input is float64), the output in ``x``'s dtype, the final state in the
 arithmetic dtype; any ``l``: the chunked form pads the last chunk with ``dt = 0``, which leaves
 the state unchanged, so the padding is exact (the minimal listings assert ``l % chunk == 0``).
-Built in notebooks ``12_mamba2`` and ``13_ssd``.
+Built in notebooks ``12_state_space_duality`` (the three forms) and ``13_mamba2`` (the four steps).
 """
 
 from __future__ import annotations
