@@ -267,8 +267,15 @@ class MambaConfig:
         return ATTENTION if layer_idx in self.attn_layer_idx else self.layer
 
     def to_dict(self) -> dict[str, Any]:
-        """The constructor arguments as a flat, JSON-serializable dict (derived fields left out)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+        """The constructor arguments as a flat, JSON-serializable dict (derived fields left out).
+
+        A config whose layer is not ``"Mamba2"`` leaves out the Mamba-2 fields (they hold their
+        defaults there), so a Mamba-1 config's dict is what it was before Mamba-2 existed. Pairs
+        such as ``dt_limit`` become lists; its default upper bound is ``math.inf`` (Python's
+        ``json`` writes it as ``Infinity`` and reads it back)."""
+        skip = MAMBA2_ONLY if self.layer != "Mamba2" else ()
+        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
+                for f in dataclasses.fields(self) if f.init and f.name not in skip}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "MambaConfig":

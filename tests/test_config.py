@@ -180,3 +180,11 @@ def test_a_released_official_config_equals_the_flat_one():
         assert cfg == flat
         assert (cfg.layer, cfg.d_state, cfg.d_inner, cfg.dt_rank, cfg.padded_vocab_size) == (
             "Mamba1", 16, 1536, 48, 50280)
+
+
+def test_mamba2_fields_only_in_a_mamba2_configs_dict():
+    assert not {"headdim", "ngroups", "chunk_size", "dt_limit"} & set(_config().to_dict())  # as before Mamba-2
+    m2 = _config(ssm_cfg={"layer": "Mamba2"}, headdim=8, dt_limit=(0.0, 0.5))
+    assert m2.to_dict()["headdim"] == 8 and m2.to_dict()["dt_limit"] == [0.0, 0.5]
+    assert mm.MambaConfig.from_dict(json.loads(json.dumps(m2.to_dict()))) == m2
+    assert m2.nheads == 4  # d_inner 32 / headdim 8
