@@ -233,12 +233,12 @@ def load_pretrained(path: str | os.PathLike, device: torch.device | str | None =
     folder = resolve_checkpoint(path)
     raw = read_config(folder)
     layout = detect_layout(raw, folder / CONFIG_FILE)
-    generation = config_generation(raw, layout)  # "Mamba1" or "Mamba2"
-    fields, explicit = READERS[layout, generation](raw, folder / CONFIG_FILE)
+    generation = config_generation(raw, layout, folder / CONFIG_FILE)  # "Mamba1" or "Mamba2"
     tensors, source = _read_tensors(folder)
     where = f"cannot load {folder} ({layout} layout, {generation}, {source})"
     if (wrong := generation_problem(generation, layout, tensors)) is not None:  # before 50 missing keys
         raise CheckpointError(f"{where}: {wrong}")
+    fields, explicit = READERS[layout, generation](raw, folder / CONFIG_FILE)
     inferred = (infer_from_tensors2 if generation == "Mamba2" else infer_from_tensors)(tensors)
     problems = (compare_config2(fields, explicit, inferred, layout, raw) if generation == "Mamba2" else
                 compare_config(fields, explicit, inferred, layout, by_intermediate="intermediate_size" in raw))

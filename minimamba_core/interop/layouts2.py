@@ -92,12 +92,22 @@ def _positive_int(raw: dict[str, Any], key: str, value: Any, path: Path) -> None
 # config.json -> MambaConfig fields
 # ---------------------------------------------------------------------------------------------
 
-def config_generation(raw: dict[str, Any], layout: str) -> str:
-    """``"Mamba2"`` for ``model_type: "mamba2"`` (HF) or ``ssm_cfg.layer: "Mamba2"`` (official), else ``"Mamba1"``."""
+def config_generation(raw: dict[str, Any], layout: str, path: Path) -> str:
+    """``"Mamba2"`` for ``model_type: "mamba2"`` (HF) or ``ssm_cfg.layer: "Mamba2"`` (official), else ``"Mamba1"``.
+
+    Raises:
+        CheckpointError: an official ``ssm_cfg`` that is not a JSON object, or whose ``layer`` is
+            neither ``"Mamba1"`` nor ``"Mamba2"``. (``detect_layout`` refuses other ``model_type`` s.)
+    """
     if layout == "hf":
         return "Mamba2" if raw.get("model_type") == "mamba2" else "Mamba1"
-    ssm = raw.get("ssm_cfg")
-    return "Mamba2" if isinstance(ssm, dict) and ssm.get("layer") == "Mamba2" else "Mamba1"
+    ssm = raw.get("ssm_cfg") or {}
+    if not isinstance(ssm, dict):
+        raise CheckpointError(f"{path}: ssm_cfg must be a JSON object, got {ssm!r}")
+    if ssm.get("layer", "Mamba1") not in ("Mamba1", "Mamba2"):
+        raise CheckpointError(f"{path}: ssm_cfg.layer is {ssm['layer']!r}; only Mamba-1 ('Mamba1') and "
+                              f"Mamba-2 ('Mamba2') layers are supported")
+    return ssm.get("layer", "Mamba1")
 
 
 def fields_from_official2(raw: dict[str, Any], path: Path) -> tuple[dict[str, Any], dict[str, bool]]:
