@@ -235,7 +235,7 @@ def load_pretrained(path: str | os.PathLike, device: torch.device | str | None =
     layout = detect_layout(raw, folder / CONFIG_FILE)
     generation = config_generation(raw, layout, folder / CONFIG_FILE)  # "Mamba1" or "Mamba2"
     tensors, source = _read_tensors(folder)
-    where = f"cannot load {folder} ({layout} layout, {generation}, {source})"
+    where = f"cannot load {folder} ({layout} layout, {source}, {generation} config)"
     if (wrong := generation_problem(generation, layout, tensors)) is not None:  # before 50 missing keys
         raise CheckpointError(f"{where}: {wrong}")
     fields, explicit = READERS[layout, generation](raw, folder / CONFIG_FILE)
