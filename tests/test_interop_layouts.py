@@ -156,8 +156,8 @@ def test_not_a_checkpoint(tmp_path, hf_folder):
     (empty / "config.json").write_text('{"foo": 1}')
     assert "is not a Mamba config" in load_error(empty)
     (empty / "config.json").write_text('{"d_model": 16, "n_layer": 2, "vocab_size": 37, '
-                                       '"ssm_cfg": {"layer": "Mamba2", "headdim": 8}}')
-    assert "ssm_cfg.layer is 'Mamba2'; only Mamba-1" in load_error(empty)
+                                       '"ssm_cfg": {"layer": "Mamba3"}}')
+    assert "ssm_cfg.layer is 'Mamba3'; only Mamba-1" in load_error(empty)
     (empty / "config.json").write_text('{"d_model": 16, "n_layer": 2, "vocab_size": 37}')
     assert "has a config.json but no weights: expected model.safetensors" in load_error(empty)
     with pytest.raises(mm.CheckpointError, match="is a file; pass the folder"):

@@ -2,6 +2,7 @@
 conventions, and the command line. Not the lesson: the model is complete without this folder.
 
 * ``layouts.py``: ``config.json`` of the official and Hugging Face layouts <-> ``MambaConfig``;
+* ``layouts2.py``: the same for Mamba-2 checkpoints (``ssm_cfg.layer: "Mamba2"``, ``Mamba2ForCausalLM``);
 * ``checkpoint.py``: ``load_pretrained``, ``save_pretrained``;
 * ``tokenizer.py``: ``load_tokenizer``, ``build_char_tokenizer``;
 * ``compat.py``: ``Mamba``, ``InferenceParams``;

@@ -1,45 +1,46 @@
-"""Checkpoints: load and save the official (state-spaces) and the Hugging Face layouts.
+"""Checkpoints: load and save the official (state-spaces) and the Hugging Face layouts, Mamba-1 and Mamba-2.
 
 Two folder layouts hold the same Mamba weights under nearly the same names:
 
-* **official** (``state-spaces/mamba-130m`` ... ``-2.8b``, written by ``mamba_ssm``'s
-  ``MambaLMHeadModel.save_pretrained``): ``config.json`` with ``d_model, n_layer, vocab_size,
-  ssm_cfg{d_state, d_conv, expand, dt_rank, ...}, rms_norm, residual_in_fp32, fused_add_norm,
-  pad_vocab_size_multiple, tie_embeddings`` and ``pytorch_model.bin``, a plain state dict
-  whose keys are exactly our module names (``backbone.embedding.weight``, ...,
-  ``lm_head.weight``). The embedding has ``vocab_size`` rounded up to a multiple of
-  ``pad_vocab_size_multiple`` rows (50277 -> 50280 for every released size). Source:
-  ``mamba_ssm/models/mixer_seq_simple.py`` and ``config_mamba.py``, state-spaces/mamba
-  commit 60dadf2.
-* **Hugging Face** (``state-spaces/mamba-130m-hf``, written by ``MambaForCausalLM``):
-  ``config.json`` with ``hidden_size, num_hidden_layers, state_size, conv_kernel, expand,
-  time_step_rank, use_bias, use_conv_bias, layer_norm_epsilon, vocab_size, ...`` and
-  ``model.safetensors`` (or shards plus ``model.safetensors.index.json``, or
-  ``pytorch_model.bin``). One key differs: ``backbone.embeddings.weight`` (plural); a tied
-  ``lm_head.weight`` is left out of the file. The embedding has exactly ``vocab_size`` rows,
-  which is why ``mamba-130m-hf`` says ``vocab_size: 50280``. Source: transformers 5.24.0,
-  ``models/mamba/configuration_mamba.py`` and ``modeling_mamba.py``.
+* **official** (``state-spaces/mamba-130m`` ... ``-2.8b``, ``state-spaces/mamba2-130m`` ...
+  ``-2.7b``, written by ``mamba_ssm``'s ``MambaLMHeadModel.save_pretrained``): ``config.json``
+  with ``d_model, n_layer, vocab_size, ssm_cfg{layer, d_state, d_conv, expand, ...}, rms_norm,
+  residual_in_fp32, fused_add_norm, pad_vocab_size_multiple, tie_embeddings`` and
+  ``pytorch_model.bin``, a plain state dict whose keys are exactly our module names
+  (``backbone.embedding.weight``, ..., ``lm_head.weight``). ``ssm_cfg.layer`` is ``"Mamba2"``
+  for Mamba-2 (left out: Mamba-1). The embedding has ``vocab_size`` rounded up to a multiple of
+  ``pad_vocab_size_multiple`` rows (50277 -> 50280 for every released Mamba-1, 50288 for
+  Mamba-2). Source: ``mamba_ssm/models/mixer_seq_simple.py`` and ``config_mamba.py``,
+  state-spaces/mamba commit 60dadf2.
+* **Hugging Face** (``state-spaces/mamba-130m-hf``, written by ``MambaForCausalLM``; Mamba-2:
+  ``Mamba2ForCausalLM``, ``model_type: "mamba2"``): ``config.json`` with ``hidden_size,
+  num_hidden_layers, state_size, conv_kernel, expand, use_bias, use_conv_bias,
+  layer_norm_epsilon, vocab_size, ...`` (Mamba-2 adds ``num_heads, head_dim, n_groups,
+  chunk_size, time_step_limit``) and ``model.safetensors`` (or shards plus
+  ``model.safetensors.index.json``, or ``pytorch_model.bin``). One key differs:
+  ``backbone.embeddings.weight`` (plural); a tied ``lm_head.weight`` is left out. The embedding
+  has exactly ``vocab_size`` rows (``mamba-130m-hf``: 50280). Source: transformers 5.24.0,
+  ``models/mamba/``, ``models/mamba2/``. Mamba-2 defaults and limits: ``layouts2.py``.
 
 How the vocabulary maps, so that logits agree column for column: an official folder gives
 ``MambaConfig(vocab_size=50277, pad_vocab_size_multiple=8)`` (50280 rows, ids >= 50277 never
 sampled); a Hugging Face folder gives ``MambaConfig(vocab_size=V, pad_vocab_size_multiple=1)``
 with ``V`` = its ``vocab_size`` = its rows. Saving in the Hugging Face layout writes
 ``vocab_size = padded_vocab_size`` (all rows), plus ``minimamba_vocab_size`` and
-``minimamba_pad_vocab_size_multiple`` when padding added rows, which loading reads back; the official layout writes ``vocab_size`` and
-``pad_vocab_size_multiple`` as they are. Logits always have ``padded_vocab_size`` columns,
-the same number as the other implementation's.
+``minimamba_pad_vocab_size_multiple`` when padding added rows, which loading reads back. Logits
+always have ``padded_vocab_size`` columns, the same number as the other implementation's.
 
-Numerics: transformers' ``MambaRMSNorm`` casts the normalized activations to the input dtype
-before multiplying by the weight, ours multiplies in float32 and casts after; in float32 the two
-are the same, in bf16/fp16 they differ by one rounding. Logits agree with ``MambaForCausalLM``
-to a relative error below 1e-5 in float32 (tests/test_interop_checkpoint.py).
+Numerics: transformers' RMSNorm casts to the input dtype before the weight, ours after (the same
+in float32, one rounding apart in bf16/fp16). Logits agree with ``MambaForCausalLM`` and
+``Mamba2ForCausalLM`` to a relative error below 1e-5 in float32 (tests/test_interop_checkpoint.py,
+tests/test_interop_mamba2.py).
 
-Loading checks everything before a weight is used (names, shapes, bias flags, vocabulary
-padding, the config against the tensors, truncated or foreign files) and raises one
-:class:`CheckpointError` that names each key and the fix; there is never a half-loaded
-model. ``.bin`` files are read only with ``torch.load(..., weights_only=True)``. Saving
-writes a temporary folder beside the target and renames it: a crash leaves no folder that
-loads. Built in notebook ``10_checkpoints_and_generation``.
+Loading checks everything before a weight is used (the generation of the weights against the
+config's, names, shapes, bias flags, vocabulary padding, the config against the tensors,
+truncated or foreign files) and raises one :class:`CheckpointError` that names each key and the
+fix; there is never a half-loaded model. ``.bin`` files are read only with
+``torch.load(..., weights_only=True)``. Saving writes a temporary folder beside the target and
+renames it: a crash leaves no folder that loads. Built in notebook ``10_checkpoints_and_generation``.
 """
 
 from __future__ import annotations
@@ -59,8 +60,12 @@ from safetensors.torch import load_file, save_file
 
 from ..config import MambaConfig
 from ..mixer import MambaMixer
+from ..mixer2 import Mamba2Mixer
 from ..model import MambaLM
-from .layouts import (BIN_FILE, BIN_INDEX, CONFIG_FILE, CheckpointError, EMBEDDING, HF_EMBEDDING, HUB_FALLBACK_PATTERNS, HUB_PATTERNS, LAYOUTS, SAFETENSORS_FILE, SAFETENSORS_INDEX, TOKENIZER_FILE, compare_config, compare_state, detect_layout, fields_from_hf, fields_from_official, hf_config_json, infer_from_tensors, official_config_json, read_config)
+from .layouts import (BIN_FILE, BIN_INDEX, CONFIG_FILE, CheckpointError, EMBEDDING, HF_EMBEDDING, HUB_FALLBACK_PATTERNS, HUB_PATTERNS, LAYOUTS, SAFETENSORS_FILE, SAFETENSORS_INDEX, TOKENIZER_FILE, compare_config, compare_state, detect_layout, infer_from_tensors, read_config)
+from .layouts2 import READERS, WRITERS, compare_config2, config_generation, generation_problem, infer_from_tensors2
+
+MIXER_OF = {"Mamba1": MambaMixer.__name__, "Mamba2": Mamba2Mixer.__name__}  # the mixer class of each layer kind
 
 # files that save_pretrained may replace in an existing folder
 _CHECKPOINT_FILE = re.compile(r"(config|generation_config|tokenizer|tokenizer_config|special_tokens_map)\.json"
@@ -200,7 +205,7 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
 
 def load_pretrained(path: str | os.PathLike, device: torch.device | str | None = None,
                     dtype: torch.dtype | None = None) -> MambaLM:
-    """Load a Mamba checkpoint folder, official or Hugging Face layout, into a :class:`MambaLM`.
+    """Load a Mamba-1 or Mamba-2 checkpoint folder, official or Hugging Face layout, into a :class:`MambaLM`.
 
     Args:
         path: a folder with ``config.json`` and ``model.safetensors`` (single or sharded with
@@ -208,17 +213,17 @@ def load_pretrained(path: str | os.PathLike, device: torch.device | str | None =
             downloaded when ``huggingface_hub`` and a network are there.
         device: where the weights go (default: the CPU).
         dtype: a floating dtype for the weights (default: the dtype stored for the embedding);
-            ``A_log`` and ``D`` stay float32 when it is bfloat16 or float16, as in
-            ``model.to(dtype)``.
+            ``A_log``, ``D`` (and Mamba-2's ``dt_bias``) stay float32 when it is bfloat16 or
+            float16, as in ``model.to(dtype)``.
 
     Returns:
         The model in ``eval()`` mode. Bias flags come from the tensors present; logits have
         ``padded_vocab_size`` columns (see the module docstring for the vocabulary mapping).
 
     Raises:
-        CheckpointError (a ``ValueError``): no such folder; not a checkpoint; unreadable,
-        truncated or foreign weight files; a config that disagrees with the tensors
-        (sizes, layer count, bias flags, vocabulary padding); missing or unexpected keys;
+        CheckpointError (a ``ValueError``): no such folder; not a checkpoint; unreadable, truncated
+        or foreign weight files; weights of the other generation; a config that disagrees with the tensors
+        (sizes, layer count, heads, groups, bias flags, vocabulary padding); missing or unexpected keys;
         wrong shapes. Raised before any weight is used, naming each key and the fix.
         TypeError: ``dtype`` is not a floating ``torch.dtype``.
     """
@@ -228,11 +233,15 @@ def load_pretrained(path: str | os.PathLike, device: torch.device | str | None =
     folder = resolve_checkpoint(path)
     raw = read_config(folder)
     layout = detect_layout(raw, folder / CONFIG_FILE)
-    fields, explicit = (fields_from_hf if layout == "hf" else fields_from_official)(raw, folder / CONFIG_FILE)
+    generation = config_generation(raw, layout, folder / CONFIG_FILE)  # "Mamba1" or "Mamba2"
     tensors, source = _read_tensors(folder)
-    where = f"cannot load {folder} ({layout} layout, {source})"
-    inferred = infer_from_tensors(tensors)
-    problems = compare_config(fields, explicit, inferred, layout, by_intermediate="intermediate_size" in raw)
+    where = f"cannot load {folder} ({layout} layout, {source}, {generation} config)"
+    if (wrong := generation_problem(generation, layout, tensors)) is not None:  # before 50 missing keys
+        raise CheckpointError(f"{where}: {wrong}")
+    fields, explicit = READERS[layout, generation](raw, folder / CONFIG_FILE)
+    inferred = (infer_from_tensors2 if generation == "Mamba2" else infer_from_tensors)(tensors)
+    problems = (compare_config2(fields, explicit, inferred, layout, raw) if generation == "Mamba2" else
+                compare_config(fields, explicit, inferred, layout, by_intermediate="intermediate_size" in raw))
     if problems:
         raise CheckpointError(where + ":\n  - " + "\n  - ".join(problems))
     shown = {}  # our name -> the file's name, for messages
@@ -314,8 +323,8 @@ def save_pretrained(model: MambaLM, directory: str | os.PathLike, layout: str = 
         directory: the folder to create; an existing one is replaced only when it holds
             nothing but checkpoint files (config, weights, tokenizer).
         layout: ``"hf"`` -> ``config.json`` + ``model.safetensors``, loadable by
-            ``MambaForCausalLM.from_pretrained``; ``"official"`` -> ``config.json`` +
-            ``pytorch_model.bin`` (a plain state dict), loadable by ``mamba_ssm``.
+            ``MambaForCausalLM`` (``Mamba2ForCausalLM``) ``.from_pretrained``; ``"official"`` ->
+            ``config.json`` + ``pytorch_model.bin`` (a plain state dict), loadable by ``mamba_ssm``.
         tokenizer: a ``tokenizers.Tokenizer``, written as ``tokenizer.json``; or None.
 
     Returns:
@@ -324,10 +333,11 @@ def save_pretrained(model: MambaLM, directory: str | os.PathLike, layout: str = 
 
     Raises:
         TypeError: ``model`` is not a :class:`MambaLM`, ``tokenizer`` not a ``tokenizers.Tokenizer``.
-        ValueError: an unknown ``layout``; a model whose mixers are not ``MambaMixer``; a target
-        that is a file, holds other files or a ``config.json`` of something else; an
+        ValueError: an unknown ``layout``; mixers not all ``MambaMixer`` or all ``Mamba2Mixer``;
+        a target that is a file, holds other files or a ``config.json`` of something else; an
         ``rms_norm_eps`` other than 1e-5 in the official layout (its config has no field for it);
-        ``d_intermediate > 0`` in the Hugging Face layout (it has no MLP).
+        in the Hugging Face layout ``d_intermediate > 0`` and, for Mamba-2, ``rmsnorm=False``,
+        ``norm_before_gate=True``, ``D_has_hdim=True`` (transformers has no such models).
     """
     from tokenizers import Tokenizer
 
@@ -337,17 +347,16 @@ def save_pretrained(model: MambaLM, directory: str | os.PathLike, layout: str = 
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     if tokenizer is not None and not isinstance(tokenizer, Tokenizer):
         raise TypeError(f"tokenizer must be a tokenizers.Tokenizer or None, got {type(tokenizer).__name__}")
-    other = [type(layer.mixer).__name__ for layer in model.backbone.layers if type(layer.mixer) is not MambaMixer]
-    if other:
-        raise ValueError(f"save_pretrained writes Mamba checkpoints; this model's mixers are {other[0]}, "
-                         f"which no Mamba loader reads (for the LTI task models use tasks.save_task_model)")
+    kinds = sorted({type(layer.mixer).__name__ for layer in model.backbone.layers})
+    if kinds not in (["MambaMixer"], ["Mamba2Mixer"]) or MIXER_OF[model.config.layer] != kinds[0]:
+        raise ValueError(f"save_pretrained writes Mamba-1 or Mamba-2 checkpoints, whose mixers are all MambaMixer "
+                         f"or all Mamba2Mixer as config.layer says ({model.config.layer!r}); this model's mixers are "
+                         f"{kinds}, which no Mamba loader reads (for the LTI task models use tasks.save_task_model)")
     config = model.config
-    if layout == "hf" and config.d_intermediate > 0:
-        raise ValueError(f"the Hugging Face layout has no keys for the gated MLP of d_intermediate="
-                         f"{config.d_intermediate} (MambaForCausalLM has none); save with layout='official'")
     if layout == "official" and config.rms_norm_eps != 1e-5:
         raise ValueError(f"the official layout has no field for rms_norm_eps={config.rms_norm_eps} "
                          f"(mamba_ssm always uses 1e-5); save with layout='hf'")
+    config_json = WRITERS[layout, config.layer](config, model.backbone.embedding.weight.dtype)  # may refuse
     target = Path(directory).expanduser().absolute()
     if target.exists():
         if not target.is_dir():
@@ -371,10 +380,9 @@ def save_pretrained(model: MambaLM, directory: str | os.PathLike, layout: str = 
             if config.tie_embeddings:
                 del state["lm_head.weight"]  # transformers ties it back on load
             save_file(state, str(tmp / SAFETENSORS_FILE), metadata={"format": "pt"})
-            _write_json(hf_config_json(config, model.backbone.embedding.weight.dtype), tmp / CONFIG_FILE)
         else:
             torch.save(state, tmp / BIN_FILE)
-            _write_json(official_config_json(config), tmp / CONFIG_FILE)
+        _write_json(config_json, tmp / CONFIG_FILE)
         if tokenizer is not None:
             tokenizer.save(str(tmp / TOKENIZER_FILE))
         _readable_by_umask(tmp)

@@ -4,7 +4,9 @@
 this module translates their ``config.json`` to and from :class:`MambaConfig` and compares a
 config with the tensors it came with, so that every disagreement is named with its fix before
 a weight is used. Sources: ``mamba_ssm/models/config_mamba.py`` (state-spaces/mamba commit
-60dadf2) and transformers 5.24.0, ``models/mamba/configuration_mamba.py``.
+60dadf2) and transformers 5.24.0, ``models/mamba/configuration_mamba.py``. These are the Mamba-1
+configs (and what both generations share: the files, the vocabulary keys, the generic checks);
+the Mamba-2 ones are in ``layouts2.py``.
 """
 
 from __future__ import annotations
@@ -86,9 +88,9 @@ def read_config(folder: Path) -> dict[str, Any]:
 
 def detect_layout(raw: dict[str, Any], path: Path) -> str:
     model_type = raw.get("model_type")
-    if model_type not in (None, "mamba"):
-        raise CheckpointError(f"{path}: model_type is {model_type!r}; only Mamba-1 checkpoints "
-                              f"(model_type 'mamba') are supported")
+    if model_type not in (None, "mamba", "mamba2"):
+        raise CheckpointError(f"{path}: model_type is {model_type!r}; only Mamba-1 ('mamba') and Mamba-2 "
+                              f"('mamba2') checkpoints are supported")
     if "hidden_size" in raw and "num_hidden_layers" in raw:
         return "hf"
     if "d_model" in raw and "n_layer" in raw:
@@ -103,8 +105,9 @@ def fields_from_official(raw: dict[str, Any], path: Path) -> tuple[dict[str, Any
     ssm = raw.get("ssm_cfg") or {}
     if not isinstance(ssm, dict):
         raise CheckpointError(f"{path}: ssm_cfg must be a JSON object, got {ssm!r}")
-    if ssm.get("layer", "Mamba1") != "Mamba1":
-        raise CheckpointError(f"{path}: ssm_cfg.layer is {ssm['layer']!r}; only Mamba-1 layers are supported")
+    if ssm.get("layer", "Mamba1") != "Mamba1":  # Mamba2 goes to layouts2.fields_from_official2
+        raise CheckpointError(f"{path}: ssm_cfg.layer is {ssm['layer']!r}; only Mamba-1 ('Mamba1') and "
+                              f"Mamba-2 ('Mamba2') layers are supported")
     unknown = sorted(set(ssm) - set(SSM_FIELDS) - SSM_IGNORED)
     if unknown:
         raise CheckpointError(f"{path}: ssm_cfg has key(s) {unknown} that a Mamba-1 mixer does not take; "
@@ -130,19 +133,28 @@ def fields_from_hf(raw: dict[str, Any], path: Path) -> tuple[dict[str, Any], dic
     if raw.get("hidden_act", "silu") != "silu":
         raise CheckpointError(f"{path}: hidden_act is {raw['hidden_act']!r}; Mamba uses 'silu'")
     fields = {ours: raw[theirs] for ours, theirs in HF_NAMES.items() if theirs in raw}
-    fields["pad_vocab_size_multiple"] = 1  # Hugging Face stores exactly vocab_size rows
-    if VOCAB_KEY in raw:  # written by our save_pretrained: the real vocabulary inside the padded rows
-        vocab, multiple = raw[VOCAB_KEY], raw.get(MULTIPLE_KEY)
-        ok = all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (vocab, multiple))
-        if not ok or padded_rows(vocab, multiple) != raw.get("vocab_size"):
-            raise CheckpointError(f"{path}: {VOCAB_KEY}={vocab!r} padded to a multiple of {MULTIPLE_KEY}="
-                                  f"{multiple!r} must give vocab_size={raw.get('vocab_size')!r}; fix or "
-                                  f"remove those two keys")
-        fields.update(vocab_size=vocab, pad_vocab_size_multiple=multiple)
+    fields.update(hf_vocab_fields(raw, path))
     if "intermediate_size" in raw:
         fields["expand"] = expand_from_intermediate(raw, path)
     explicit = {ours: raw[HF_NAMES[ours]] for ours in ("bias", "conv_bias") if HF_NAMES[ours] in raw}
     return fields, explicit
+
+
+def hf_vocab_fields(raw: dict[str, Any], path: Path) -> dict[str, Any]:
+    """``vocab_size`` and ``pad_vocab_size_multiple`` of a Hugging Face config (either generation).
+
+    Hugging Face stores exactly ``vocab_size`` rows (multiple 1), unless our ``save_pretrained``
+    kept the real vocabulary inside padded rows under ``VOCAB_KEY`` and ``MULTIPLE_KEY``.
+    """
+    if VOCAB_KEY not in raw:
+        return {"pad_vocab_size_multiple": 1}
+    vocab, multiple = raw[VOCAB_KEY], raw.get(MULTIPLE_KEY)
+    ok = all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (vocab, multiple))
+    if not ok or padded_rows(vocab, multiple) != raw.get("vocab_size"):
+        raise CheckpointError(f"{path}: {VOCAB_KEY}={vocab!r} padded to a multiple of {MULTIPLE_KEY}="
+                              f"{multiple!r} must give vocab_size={raw.get('vocab_size')!r}; fix or "
+                              f"remove those two keys")
+    return {"vocab_size": vocab, "pad_vocab_size_multiple": multiple}
 
 
 def expand_from_intermediate(raw: dict[str, Any], path: Path) -> Any:
@@ -180,7 +192,14 @@ def hf_config_json(config: MambaConfig, dtype: torch.dtype) -> dict[str, Any]:
 
     When padding added rows, the real vocabulary and the multiple are kept under two extra keys
     (``VOCAB_KEY``, ``MULTIPLE_KEY``; transformers keeps unknown keys and ignores them), so that
-    loading gives back the same ``MambaConfig`` and never samples a padded row."""
+    loading gives back the same ``MambaConfig`` and never samples a padded row.
+
+    Raises:
+        ValueError: ``d_intermediate > 0`` (``MambaForCausalLM`` has no MLP; the official layout has).
+    """
+    if config.d_intermediate > 0:
+        raise ValueError(f"the Hugging Face layout has no keys for the gated MLP of d_intermediate="
+                         f"{config.d_intermediate} (MambaForCausalLM has none); save with layout='official'")
     out = {theirs: getattr(config, ours) for ours, theirs in HF_NAMES.items()}
     out.update(architectures=["MambaForCausalLM"], model_type="mamba", hidden_act="silu",
                vocab_size=config.padded_vocab_size, intermediate_size=config.d_inner,
