@@ -68,6 +68,12 @@ PRESETS = {
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--preset", choices=sorted(PRESETS), default="gpu")
+    p.add_argument("--layer", choices=("Mamba1", "Mamba2"), default="Mamba1",
+                   help="the mixer (Mamba2 takes --headdim and --d-state; the same recipe otherwise)")
+    p.add_argument("--headdim", type=int, default=32, help="Mamba2: channels per head (default 32)")
+    p.add_argument("--d-state", type=int, default=None,
+                   help="N (default: 16 for Mamba1, 64 for Mamba2, which matches Mamba1's parameter count)")
+    p.add_argument("--chunk-size", type=int, default=64, help="Mamba2: the SSD chunk length (default 64)")
     p.add_argument("--out", type=Path, default=None,
                    help="checkpoint folder (default: models/shakespeare for gpu, else /tmp/shakespeare_<preset>)")
     p.add_argument("--device", default=None, help="cuda / cpu / mps (default: the fastest available)")
@@ -88,8 +94,8 @@ def main(argv=None) -> dict:
     for key in ("d_model", "n_layer", "seqlen", "batch_size", "steps", "warmup", "eval_every", "lr"):
         if getattr(args, key) is not None:
             recipe[key] = getattr(args, key)
-    out = args.out or (ROOT / "models" / "shakespeare" if args.preset == "gpu"
-                       else Path(f"/tmp/shakespeare_{args.preset}"))
+    name = "shakespeare" if args.layer == "Mamba1" else "shakespeare_mamba2"
+    out = args.out or (ROOT / "models" / name if args.preset == "gpu" else Path(f"/tmp/{name}_{args.preset}"))
     device = torch.device(args.device) if args.device else mm.pick_device()
     if device.type == "cuda":
         torch.set_float32_matmul_precision("high")  # TF32 matrix products
@@ -109,8 +115,10 @@ def main(argv=None) -> dict:
     print(f"{len(text):,} characters, vocabulary {vocab.vocab_size}; train {len(train_ids):,}, "
           f"val {len(val_ids):,}; unigram {baselines['unigram']:.3f}, bigram {baselines['bigram']:.3f} nats")
 
+    layer = {"ssm_cfg": {"layer": "Mamba2"}, "headdim": args.headdim, "chunk_size": args.chunk_size,
+             "d_state": args.d_state or 64} if args.layer == "Mamba2" else {"d_state": args.d_state or 16}
     config = mm.MambaConfig(d_model=recipe["d_model"], n_layer=recipe["n_layer"],
-                            vocab_size=vocab.vocab_size, pad_vocab_size_multiple=1)
+                            vocab_size=vocab.vocab_size, pad_vocab_size_multiple=1, **layer)
     model = mm.MambaLM(config).to(device)
     print(f"model: {model.num_parameters():,} parameters on {mm.describe_device(device)}")
     gen = torch.Generator().manual_seed(args.seed)
@@ -156,7 +164,8 @@ def main(argv=None) -> dict:
     stride = max(1, len(hist.train_loss) // 500)
     report = {
         "command": "python scripts/train_shakespeare.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "preset": args.preset, "recipe": recipe, "seed": args.seed,
+        "preset": args.preset, "recipe": recipe, "seed": args.seed, "layer": args.layer,
+        "config": config.to_dict(),
         "device": mm.describe_device(device), "torch": torch.__version__, "python": platform.python_version(),
         "threads": torch.get_num_threads(), "scan_schedule": fast_scan.settings.schedule or "default",
         "parameters": model.num_parameters(),
