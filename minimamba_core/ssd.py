@@ -65,9 +65,25 @@ def segsum(a: torch.Tensor) -> torch.Tensor:
     return S.masked_fill(~keep, -math.inf)
 
 
-def _prepare(x, dt, A, B, C, D, z, dt_bias, dt_softplus, dt_limit, initial_states, chunk_size=1):
+def decay_matrix(a: torch.Tensor) -> torch.Tensor:
+    """The decay mask ``L = exp(segsum(a))``: ``(..., T) -> (..., T, T)``, zeros above the diagonal.
+
+    The same numbers as ``torch.exp(segsum(a))`` (tests/test_ssd.py), computed for speed: the
+    running sums go along the last, contiguous dimension of ``L``'s transpose, and the exp and
+    the mask work in place, so that the ``(b, h, c, Q, Q)`` tensor is written four times instead
+    of seven. Returns a transposed view of that contiguous tensor.
+    """
+    T = a.shape[-1]
+    after = torch.ones(T, T, dtype=torch.bool, device=a.device).triu(1)  # [s, t]: t > s
+    S = torch.where(after, a[..., None, :], 0.0).cumsum(-1)  # (..., T, T): [s, t] = sum_{s < r <= t} a[r]
+    reach = torch.ones(T, T, dtype=torch.bool, device=a.device).triu()  # [s, t]: t >= s
+    return torch.where(reach, torch.exp(S), 0.0).transpose(-1, -2)  # (..., T, T): [t, s]; t < s: no path back
+
+
+def _prepare(x, dt, A, B, C, D, z, dt_bias, dt_softplus, dt_limit, initial_states, chunk_size=1,
+             expand_groups=True):
     """Validate; cast to the arithmetic dtype; apply the bias, softplus and clamp to ``dt``;
-    give every head its group's ``B`` and ``C`` ``(b, l, h, n)``."""
+    with ``expand_groups``, give every head its group's ``B`` and ``C`` ``(b, l, h, n)``."""
     check_ssd_inputs(x, dt, A, B, C, D, z, dt_bias, dt_limit, initial_states, chunk_size)
     given = [t for t in (x, dt, A, B, C, D, z, dt_bias, initial_states) if t is not None]
     dtype = torch.float64 if any(t.dtype == torch.float64 for t in given) else torch.float32
@@ -78,6 +94,8 @@ def _prepare(x, dt, A, B, C, D, z, dt_bias, dt_softplus, dt_limit, initial_state
         dt = F.softplus(dt)  # (b, l, h), > 0
     if tuple(dt_limit) != NO_LIMIT:
         dt = dt.clamp(min=dt_limit[0], max=dt_limit[1])  # (b, l, h)
+    if not expand_groups:
+        return x, dt, A, B, C, D, h0
     heads_per_group = x.shape[2] // B.shape[2]
     B = B.repeat_interleave(heads_per_group, dim=2)  # (b, l, h, n): head i reads group i // (h/g)
     C = C.repeat_interleave(heads_per_group, dim=2)  # (b, l, h, n)
@@ -192,21 +210,25 @@ def ssd_chunked(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Ten
     """
     out_dtype = scan_output_dtype(x)
     x, dt, A, B, C, D, h0 = _prepare(x, dt, A, B, C, D, z, dt_bias, dt_softplus, dt_limit,
-                                     initial_states, chunk_size)
+                                     initial_states, chunk_size, expand_groups=False)
     b, l, nheads, p = x.shape
-    n = B.shape[-1]
+    g, n = B.shape[2], B.shape[3]
+    r = nheads // g  # heads per group: head i = (group i // r, member i % r)
     Q = min(chunk_size, max(l, 1))  # a sequence shorter than a chunk is one chunk of its own length
     pad = (Q - l % Q) % Q  # 0 when l is a multiple of Q
     chunks = lambda t: F.pad(t, (0, 0) * (t.dim() - 2) + (0, pad)).unflatten(1, (-1, Q))  # noqa: E731
-    X, dtc, Bc, Cc = chunks(x), chunks(dt), chunks(B), chunks(C)  # (b, c, Q, h, p), (b, c, Q, h), (b, c, Q, h, n)
+    Bc, Cc = chunks(B), chunks(C)  # (b, c, Q, g, n): B and C stay per group, never copied per head
+    dtc = chunks(dt)  # (b, c, Q, h)
+    Xdt = chunks(x * dt[..., None]).unflatten(3, (g, r))  # (b, c, Q, g, r, p): dt_s x_s
     a = (dtc * A).permute(0, 3, 1, 2)  # (b, h, c, Q): log-decay of each step
-    L = torch.exp(segsum(a))  # (b, h, c, Q, Q)
-    # 1. inside the chunks
-    scores = torch.einsum("bclhn,bcshn->bhcls", Cc, Bc)  # (b, h, c, Q, Q)
-    Y_diag = torch.einsum("bhcls,bcsh,bcshp->bclhp", L * scores, dtc, X)  # (b, c, Q, h, p)
+    L = decay_matrix(a).unflatten(1, (g, r))  # (b, g, r, c, Q, Q): exp(segsum(a))
+    # 1. inside the chunks: C_t . B_s once per group, the decay per head
+    scores = torch.einsum("bclgn,bcsgn->bgcls", Cc, Bc)  # (b, g, c, Q, Q)
+    Y_diag = torch.einsum("bgrcls,bcsgrp->bclgrp", L * scores[:, :, None], Xdt)  # (b, c, Q, g, r, p)
     # 2. each chunk's final state, from its own inputs (decay from step s to the chunk's end)
-    to_end = L[..., -1, :]  # (b, h, c, Q)
-    states = torch.einsum("bhcs,bcsh,bcshp,bcshn->bchpn", to_end, dtc, X, Bc)  # (b, c, h, p, n)
+    to_end = L[..., -1, :].permute(0, 3, 4, 1, 2)  # (b, c, Q, g, r)
+    states = torch.einsum("bcsgrp,bcsgn->bcgrpn", Xdt * to_end[..., None], Bc)  # (b, c, g, r, p, n)
+    states = states.flatten(2, 3)  # (b, c, h, p, n)
     # 3. the recurrence between chunks: state entering chunk j = sum_i decay(i -> j) states_i
     if h0 is None:
         h0 = x.new_zeros(b, nheads, p, n)
@@ -216,8 +238,9 @@ def ssd_chunked(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Ten
     entering, final = entering[:, :-1], entering[:, -1]  # (b, c, h, p, n), (b, h, p, n)
     # 4. the entering state's contribution at every step of its chunk
     from_start = torch.exp(torch.cumsum(a, dim=-1))  # (b, h, c, Q): a partial sum, no cancellation
-    Y_off = torch.einsum("bclhn,bchpn,bhcl->bclhp", Cc, entering, from_start)  # (b, c, Q, h, p)
-    y = (Y_diag + Y_off).flatten(1, 2)[:, :l]  # (b, l, h, p)
+    from_start = from_start.permute(0, 2, 3, 1).unflatten(3, (g, r))  # (b, c, Q, g, r)
+    Y_off = torch.einsum("bclgn,bcgrpn->bclgrp", Cc, entering.unflatten(2, (g, r)))  # (b, c, Q, g, r, p)
+    y = (Y_diag + Y_off * from_start[..., None]).flatten(3, 4).flatten(1, 2)[:, :l]  # (b, l, h, p)
     y = _finish(y, x, D, z, out_dtype)
     return (y, final) if return_final_states else y
 

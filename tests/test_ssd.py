@@ -13,7 +13,7 @@ import torch
 from helpers import expect_error
 
 import minimamba_core as mm
-from minimamba_core.ssd import METHODS, segsum
+from minimamba_core.ssd import METHODS, decay_matrix, segsum
 
 F64 = torch.float64
 
@@ -38,6 +38,12 @@ def test_segsum_by_hand():
     S = segsum(a)  # [t, s] = a[s+1] + ... + a[t]; -inf above the diagonal
     expected = torch.tensor([[0, -math.inf, -math.inf], [2, 0, -math.inf], [6, 4, 0]], dtype=F64)
     assert torch.equal(S, expected)
+
+
+def test_decay_matrix_is_exp_of_segsum():
+    a = -torch.rand(2, 3, 17, dtype=F64) * 5
+    assert torch.equal(decay_matrix(a), torch.exp(segsum(a)))
+    assert torch.equal(decay_matrix(a.float()), torch.exp(segsum(a.float())))
 
 
 def test_hand_computed_case():
