@@ -55,7 +55,9 @@ class MambaConfig:
             Mamba-1, 128 for Mamba-2).
         d_conv: width of the causal depthwise convolution, k.
         expand: expansion factor E; ``d_inner = expand * d_model``.
-        dt_rank: rank R of the delta projection, or ``"auto"`` for ``ceil(d_model / 16)``.
+        dt_rank: rank R of the delta projection, or ``"auto"`` for ``ceil(d_model / 16)``
+            (Mamba-1 only, as are ``dt_init`` and ``dt_scale``: set otherwise in a Mamba-2
+            config they raise).
         dt_min, dt_max: range (in units of the discretization step) of the log-uniform
             initial delta.
         dt_init: ``"random"`` (uniform in ``+-dt_rank**-0.5 * dt_scale``) or ``"constant"``
@@ -70,8 +72,9 @@ class MambaConfig:
         rms_norm_eps: epsilon inside every RMSNorm.
         residual_in_fp32: keep the residual stream in float32 whatever the model dtype.
         ssm_cfg: the official nested mixer settings: ``"layer"`` picks the mixer (``"Mamba1"``,
-            the default; later ``"Mamba2"``, ``"Mamba3"``), and any of ``SSM_KEYS`` may be given
-            here instead of as a flat field. Stored back as ``{"layer": ...}`` alone.
+            the default, or ``"Mamba2"``; a registered kind of one's own), and any key that layer
+            takes (``LAYER_KEYS``) may be given here instead of as a flat field. Stored back as
+            ``{"layer": ...}`` alone.
         d_intermediate: width of a gated MLP after each mixer (official ``GatedMLP``, rounded up
             to a multiple of 128); 0 (the default) for none.
         attn_layer_idx: indices of the layers that are attention (``"MHA"``) instead of SSM mixers.
@@ -100,7 +103,8 @@ class MambaConfig:
         ValueError: naming the field or key, for non-positive sizes, an unknown ``dt_init``,
             ``dt_min > dt_max``, an unknown key in ``ssm_cfg`` or ``attn_cfg`` (or one of the other
             layer kind), a Mamba-2 field set in a Mamba-1 config, ``nheads * headdim != d_inner``,
-            ``ngroups`` not dividing ``nheads``, ``dt_limit`` or ``A_init_range`` out of order, a key given both
+            ``ngroups`` not dividing ``nheads``, ``dt_limit`` or ``A_init_range`` out of order, a
+            Mamba-1 field (``dt_rank``, ``dt_init``, ``dt_scale``) set in a Mamba-2 config, a key given both
             flat and in ``ssm_cfg`` with different values, attention indices out of range or
             repeated, ``attn_cfg`` without ``attn_layer_idx``.
     """
@@ -222,6 +226,11 @@ class MambaConfig:
                 raise ValueError(f"MambaConfig.{changed[0]} is a Mamba-2 field, but this config's layer is "
                                  f"'Mamba1'; set ssm_cfg={{'layer': 'Mamba2'}} or drop {changed}")
             return
+        auto_rank = math.ceil(self.d_model / 16)  # what "auto" gives; a replace() from Mamba-1 carries it
+        for name, default in (("dt_rank", auto_rank), ("dt_init", "random"), ("dt_scale", 1.0)):
+            if getattr(self, name) != default:
+                raise ValueError(f"MambaConfig.{name}={getattr(self, name)!r} is a Mamba-1 field, but this config's "
+                                 f"layer is 'Mamba2' (it computes dt from in_proj and dt_bias); drop it")
         if self.d_inner % self.headdim != 0:
             raise ValueError(f"MambaConfig.headdim={self.headdim} must divide d_inner={self.d_inner} (expand * "
                              f"d_model): nheads * headdim must equal d_inner")
@@ -287,5 +296,6 @@ class MambaConfig:
         known = {f.name for f in dataclasses.fields(cls) if f.init}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"unknown MambaConfig field(s) {unknown}; known fields are {sorted(known)}")
+            raise ValueError(f"unknown MambaConfig field(s) {unknown}; known fields are {sorted(known)} (a "
+                             f"checkpoint's config.json, official or Hugging Face, is read by mm.load_pretrained)")
         return cls(**data)

@@ -124,8 +124,8 @@ class SSMMixer(nn.Module):
         """This layer's zero states, ``{name: tensor}`` with the shapes of :meth:`state_shapes`.
 
         The signature of ``allocate_inference_cache`` of the official mixers
-        (``mamba_ssm/modules/mamba_simple.py`` and ``mamba2.py``, state-spaces/mamba commit
-        0cce0fa), which return the same tensors as a tuple; a dict names them for the model's
+        (``mamba_ssm/modules/mamba_simple.py``, state-spaces/mamba commit 0cce0fa, and
+        ``mamba2.py``, commit 60dadf2), which return the same tensors as a tuple; a dict names them for the model's
         :class:`InferenceCache`. ``max_seqlen`` is accepted and unused: an SSM layer's states do
         not grow with the sequence. ``dtype`` defaults to :meth:`compute_dtype` (the official
         modules take the weights' dtype, bf16 included; we keep half-precision models' states in

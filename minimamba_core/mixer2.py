@@ -53,6 +53,11 @@ class Mamba2Mixer(SSMMixer):
     ``dt_bias (H,)``, ``A_log (H,)``, ``D (H,)`` (``(d_inner,)`` with ``D_has_hdim``),
     ``norm.weight (d_inner,)`` (with ``rmsnorm``), ``out_proj (d_model, d_inner)``.
 
+    The official counterpart is ``Mamba2`` in ``mamba_ssm/modules/mamba2.py`` (state-spaces/mamba
+    commit 60dadf2); the paper's Section 7 and Figure 6 (arXiv 2405.21060). Calls: ``forward(hidden,
+    cache=None, attention_mask=None)`` ``(b, l, d_model) -> (b, l, d_model)``, ``step(hidden_t,
+    cache)`` ``(b, 1, d_model) -> (b, 1, d_model)``, the states of :meth:`state_shapes`.
+
     Raises:
         ValueError: a config whose heads or groups do not fit (raised by :class:`MambaConfig`).
     """

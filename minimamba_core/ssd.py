@@ -247,13 +247,27 @@ def ssd_chunked(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Ten
 
 def ssd(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
         chunk_size: int = 256, *, method: str = "chunked", **kwargs):
-    """Front door: ``method="chunked"`` (default), ``"quadratic"`` or ``"sequential"``.
+    """SSD, Mamba-2's scan: ``method="chunked"`` (default), ``"quadratic"`` or ``"sequential"``.
 
-    Arguments as :func:`ssd_chunked` (``chunk_size`` is checked for every method and used by the
-    chunked one); the three return the same function of their inputs (tests/test_ssd.py).
+    The layout of ``mamba_chunk_scan_combined`` (``mamba_ssm/ops/triton/ssd_combined.py``,
+    state-spaces/mamba commit 60dadf2; paper arXiv 2405.21060, Section 6):
+
+    * ``x (b, l, nheads, headdim)``, ``dt (b, l, nheads)`` (Mamba-1's ``delta``), ``A (nheads,)``,
+      ``B, C (b, l, ngroups, d_state)`` with ``ngroups`` dividing ``nheads``; any float dtype;
+    * keyword options ``D (nheads,)`` or ``(nheads, headdim)``, ``z (b, l, nheads, headdim)``,
+      ``dt_bias (nheads,)``, ``dt_softplus``, ``dt_limit (lo, hi)``,
+      ``initial_states (b, nheads, headdim, d_state)``, ``return_final_states``;
+    * ``chunk_size``: checked for every method (a positive int), used by the chunked one.
+
+    Returns ``y`` like ``x`` in ``x``'s dtype, or ``(y, final_states)`` with the final state
+    ``(b, nheads, headdim, d_state)`` in float32 (float64 when an input is). The three methods
+    compute the same function (tests/test_ssd.py); see :func:`ssd_sequential` for each argument.
 
     Raises:
-        ValueError: an unknown ``method``; the errors of :func:`ssd_sequential`.
+        TypeError: a missing, non-tensor or integer input.
+        ValueError: an unknown ``method``; shapes other than the layout above, groups not
+        dividing heads, mixed devices, ``dt_limit`` not ``0 <= lo <= hi``, a ``chunk_size``
+        that is not a positive int.
     """
     if method == "chunked":
         return ssd_chunked(x, dt, A, B, C, chunk_size, **kwargs)

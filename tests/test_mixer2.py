@@ -239,3 +239,12 @@ def test_mamba_ssm_calling_convention_holds_mamba2_states():
     assert (torch.cat(outs, 1) - model(ids)).abs().max() < 1e-12
     conv, ssm = params.key_value_memory_dict[1]
     assert tuple(conv.shape) == (2, 80, 4) and tuple(ssm.shape) == (2, 4, 16, 8)
+
+
+@pytest.mark.parametrize("kw", [dict(dt_rank=8), dict(dt_init="constant"), dict(dt_scale=5.0)])
+def test_a_mamba1_field_in_a_mamba2_config_is_refused(kw):
+    name = next(iter(kw))
+    expect_error(lambda: _config(**kw), ValueError, f"MambaConfig.{name}=", "Mamba-1 field", "'Mamba2'")
+    import dataclasses  # a replace() from a Mamba-1 config carries dt_rank 'auto' resolved: accepted
+    m1 = mm.MambaConfig(d_model=32, n_layer=1, vocab_size=8)
+    assert dataclasses.replace(m1, ssm_cfg={"layer": "Mamba2"}, headdim=16).layer == "Mamba2"
