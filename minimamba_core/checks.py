@@ -88,8 +88,8 @@ def check_ssd_inputs(x, dt, A, B, C, D, z, dt_bias, dt_limit, initial_states, ch
     check_positive_int("chunk_size", chunk_size)
     ok = (isinstance(dt_limit, (tuple, list)) and len(dt_limit) == 2
           and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in dt_limit))
-    if not ok or not 0 <= dt_limit[0] <= dt_limit[1]:
-        raise ValueError(f"dt_limit must be a pair (lo, hi) with 0 <= lo <= hi, got {dt_limit!r}")
+    if not ok or not 0 <= dt_limit[0] <= dt_limit[1] or dt_limit[0] == float("inf"):
+        raise ValueError(f"dt_limit must be a pair (lo, hi) with 0 <= lo <= hi and lo finite, got {dt_limit!r}")
     if x.dim() != 4:
         raise ValueError(f"x must have shape (b, l, nheads, headdim), got shape {tuple(x.shape)}")
     b, l, h, p = x.shape
@@ -200,6 +200,26 @@ def check_logits(logits, vocab_size, previous_ids) -> None:
         if previous_ids.numel() and not 0 <= int(previous_ids.min()) <= int(previous_ids.max()) < vocab_size:
             raise ValueError(f"previous_ids must lie in [0, vocab_size={vocab_size}), got values in "
                              f"[{int(previous_ids.min())}, {int(previous_ids.max())}]")
+
+
+def check_device(device) -> torch.device:
+    """``device`` as a ``torch.device`` (``None``: the CPU), refused when this PyTorch cannot use it.
+
+    Raises:
+        ValueError: not a device name; ``cuda`` without a visible CUDA GPU (or a CUDA build),
+        ``mps`` without Apple's GPU, ``meta`` (no values), naming ``mm.pick_device()``.
+    """
+    try:
+        device = torch.device(device) if device is not None else torch.device("cpu")
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device must be a device name such as 'cpu', 'cuda' or 'mps', got {device!r} ({err})") from None
+    mps = getattr(torch.backends, "mps", None)
+    usable = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": mps is not None and mps.is_available(),
+              "meta": False}.get(device.type, True)
+    if not usable:
+        raise ValueError(f"device {str(device)!r} is not usable by this PyTorch ({torch.__version__}); "
+                         f"mm.pick_device() picks the best available one")
+    return device
 
 
 def check_batch_size(batch_size: int) -> None:

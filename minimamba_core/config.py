@@ -214,8 +214,8 @@ class MambaConfig:
                 raise ValueError(f"MambaConfig.{name} must be a pair of numbers (lo, hi), got {value!r}")
             setattr(self, name, tuple(float(v) for v in value))
         lo, hi = self.dt_limit
-        if not 0 <= lo <= hi:
-            raise ValueError(f"MambaConfig.dt_limit must be (lo, hi) with 0 <= lo <= hi, got {self.dt_limit}")
+        if not 0 <= lo <= hi or lo == math.inf:
+            raise ValueError(f"MambaConfig.dt_limit must be (lo, hi) with 0 <= lo <= hi and lo finite, got {self.dt_limit}")
         lo, hi = self.A_init_range
         if not 0 < lo <= hi < math.inf:
             raise ValueError(f"MambaConfig.A_init_range must be (lo, hi) with 0 < lo <= hi, got {self.A_init_range}")

@@ -86,7 +86,8 @@ def causal_conv(x: torch.Tensor, conv1d: nn.Conv1d, conv_state: torch.Tensor | N
     weight = conv1d.weight.to(acc)  # (d, 1, k)
     bias = conv1d.bias.to(acc) if conv1d.bias is not None else None
     x_conv = F.conv1d(x_t[:, :, 1:], weight, bias, groups=weight.shape[0])  # (b, d, l)
-    return F.silu(x_conv).transpose(1, 2), x_t[:, :, -k:]  # (b, l, d), (b, d, k)
+    # clone: the last k inputs alone, not a view that keeps the whole (b, d, k+l) buffer alive
+    return F.silu(x_conv).transpose(1, 2), x_t[:, :, -k:].clone()  # (b, l, d), (b, d, k)
 
 
 def causal_conv_step(x_t: torch.Tensor, conv1d: nn.Conv1d, conv_state: torch.Tensor
@@ -201,7 +202,8 @@ class MambaMixer(SSMMixer):
         * ``dt_proj.bias = softplus^-1(dt)``, ``dt`` log-uniform in ``[dt_min, dt_max]``,
           clamped below at ``dt_init_floor``, so that the initial delta is ``dt``;
         * ``A_log[d] = log(1, 2, ..., N)`` (S4D-Real, so ``A = -(1..N)``); ``D = 1``;
-        * ``in_proj``/``out_proj`` biases zero; ``out_proj.weight`` scaled by ``1/sqrt(n_layer)``
+        * ``in_proj``/``out_proj`` biases zero; ``out_proj.weight`` scaled by ``1/sqrt(n_residuals * n_layer)``
+          (two residual branches per layer with a gated MLP, as the official ``_init_weights``)
           (GPT-2's rescaling of residual branches). Other weights keep PyTorch's defaults.
         """
         cfg = self.config
@@ -221,7 +223,7 @@ class MambaMixer(SSMMixer):
             nn.init.kaiming_uniform_(linear.weight, a=math.sqrt(5))
             if linear.bias is not None:
                 linear.bias.zero_()
-        self.out_proj.weight /= math.sqrt(cfg.n_layer)
+        self.out_proj.weight /= math.sqrt((2 if cfg.d_intermediate > 0 else 1) * cfg.n_layer)
 
     def state_shapes(self, batch_size: int) -> dict[str, tuple]:
         """The shapes of this layer's states: ``conv_state (b, d_inner, d_conv)``, ``ssm_state (b, d_inner, d_state)``."""
@@ -279,7 +281,7 @@ class MambaMixer(SSMMixer):
                                            return_last_state=True)
         if state is not None:  # rebind (never write in place: h0 may be saved for backward)
             state["conv_state"] = conv_state.detach().to(state["conv_state"].dtype)
-            state["ssm_state"] = h.detach().to(state["ssm_state"].dtype)
+            state["ssm_state"] = h.detach().to(state["ssm_state"].dtype, copy=True)  # no view of scan buffers
         return self.out_proj(y)  # (b, l, d_model)
 
     def step(self, hidden_t: torch.Tensor, cache: InferenceCache) -> torch.Tensor:

@@ -178,7 +178,8 @@ class Mamba2Mixer(SSMMixer):
                                return_final_states=True)  # (b, l, H, P), (b, H, P, N)
         if state is not None:  # rebind (never write in place: the old state may be saved for backward)
             state["conv_state"] = conv_state.detach().to(state["conv_state"].dtype)
-            state["ssm_state"] = h.detach().to(state["ssm_state"].dtype)
+            # a copy: h is a view of the (b, chunks + 1, H, P, N) tensor of entering states
+            state["ssm_state"] = h.detach().to(state["ssm_state"].dtype, copy=True)
         return self._out(y, z, hidden.dtype)
 
     def step(self, hidden_t: torch.Tensor, cache: InferenceCache) -> torch.Tensor:

@@ -17,6 +17,8 @@ bf16/fp16 model. Built in notebook ``06_language_model``.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -77,14 +79,18 @@ class GatedMLP(nn.Module):
     """``fc2(y * silu(gate))`` with ``y, gate = fc1(x).chunk(2)``: ``(b, l, d_model) -> (b, l, d_model)``.
 
     The official ``GatedMLP`` (``mamba_ssm/modules/mlp.py``, commit 60dadf2) with its defaults:
-    no biases, hidden width ``d_intermediate`` rounded up to a multiple of 128.
+    no biases, hidden width ``d_intermediate`` rounded up to a multiple of 128. ``fc2`` is a
+    residual branch's output: the official ``_init_weights`` (``mixer_seq_simple.py``) scales it
+    by ``1/sqrt(2 n_layer)``, two residual branches per layer, and so do we (``n_layer`` given).
     """
 
-    def __init__(self, d_model: int, d_intermediate: int, multiple_of: int = 128) -> None:
+    def __init__(self, d_model: int, d_intermediate: int, multiple_of: int = 128, n_layer: int = 1) -> None:
         super().__init__()
         hidden = -(-d_intermediate // multiple_of) * multiple_of
         self.fc1 = nn.Linear(d_model, 2 * hidden, bias=False)
         self.fc2 = nn.Linear(hidden, d_model, bias=False)
+        with torch.no_grad():
+            self.fc2.weight /= math.sqrt(2 * n_layer)  # the default init is kaiming_uniform(a=sqrt(5))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y, gate = self.fc1(x).chunk(2, dim=-1)  # (b, l, hidden) each
@@ -103,7 +109,7 @@ class ResidualBlock(nn.Module):
         self.mixer = build_mixer(config, layer_idx)
         if config.d_intermediate > 0:
             self.norm2 = RMSNorm(config.d_model, eps=config.rms_norm_eps)
-            self.mlp = GatedMLP(config.d_model, config.d_intermediate)
+            self.mlp = GatedMLP(config.d_model, config.d_intermediate, n_layer=config.n_layer)
 
     def _mlp(self, residual: torch.Tensor) -> torch.Tensor:
         if not hasattr(self, "mlp"):

@@ -32,6 +32,10 @@ Differences from the official code, all harmless: no Triton kernels; arithmetic 
 (float64 when any input is float64), the output in ``x``'s dtype, the final state in the
 arithmetic dtype; any ``l``: the chunked form pads the last chunk with ``dt = 0``, which leaves
 the state unchanged, so the padding is exact (the minimal listings assert ``l % chunk == 0``).
+Non-finite inputs: the matrix forms multiply the zeros of the causal mask by every input of a
+chunk (and of the chunks after), and ``0 * nan`` is ``nan``; a NaN or inf at step ``t`` therefore
+spreads to earlier outputs of the quadratic and chunked forms, while the recurrence keeps it at
+``t`` and after. (The official Triton kernel skips the masked blocks.) Finite inputs are exact.
 Built in notebooks ``12_state_space_duality`` (the three forms) and ``13_mamba2`` (the four steps).
 """
 

@@ -276,3 +276,20 @@ def test_mixed_mixer_kinds_are_refused(tmp_path):
     model.backbone.layers[1].mixer = mamba1.backbone.layers[1].mixer
     expect_error(lambda: mm.save_pretrained(model, tmp_path / "ck"), ValueError,
                  "['Mamba2Mixer', 'MambaMixer']", "all MambaMixer or all Mamba2Mixer")
+
+
+def test_an_unusable_device_is_refused_before_reading(tmp_path):
+    from helpers import expect_error
+    if not torch.cuda.is_available():
+        expect_error(lambda: mm.load_pretrained(tmp_path, device="cuda"), ValueError, "'cuda'", "mm.pick_device()")
+    expect_error(lambda: mm.load_pretrained(tmp_path, device="meta"), ValueError, "'meta'")
+    expect_error(lambda: mm.load_pretrained(tmp_path, device="gpu0"), ValueError, "device must be a device name")
+
+
+def test_a_missing_tied_head_names_tie_word_embeddings(hf2_folder):
+    # transformers' Mamba2Config leaves the head untied when the key is missing (Codestral's default)
+    raw = json.loads((hf2_folder / "config.json").read_text())
+    del raw["tie_word_embeddings"]
+    (hf2_folder / "config.json").write_text(json.dumps(raw))
+    message = load_error(hf2_folder)
+    assert "'lm_head.weight'" in message and '"tie_word_embeddings": true' in message

@@ -248,3 +248,35 @@ def test_a_mamba1_field_in_a_mamba2_config_is_refused(kw):
     import dataclasses  # a replace() from a Mamba-1 config carries dt_rank 'auto' resolved: accepted
     m1 = mm.MambaConfig(d_model=32, n_layer=1, vocab_size=8)
     assert dataclasses.replace(m1, ssm_cfg={"layer": "Mamba2"}, headdim=16).layer == "Mamba2"
+
+
+# ---- from a review that tried to break it ----------------------------------------------------
+
+def test_cached_states_hold_no_prompt_sized_buffers():
+    # the states stored after a prefill must be copies of state size, not views that keep the
+    # (b, chunks + 1, H, P, N) entering states or the (b, conv_dim, k + l) conv input alive
+    for model in (_model(), mm.MambaLM(mm.MambaConfig(d_model=32, n_layer=1, vocab_size=VOCAB, d_state=8)).eval()):
+        cache = model.allocate_inference_cache(1)
+        model(_ids(b=1, l=300), cache=cache)
+        for name, t in cache.layers[0].items():
+            assert t.untyped_storage().nbytes() == t.numel() * t.element_size(), name
+
+
+def test_dt_limit_needs_a_finite_lower_end():
+    import math
+    expect_error(lambda: _config(dt_limit=(math.inf, math.inf)), ValueError, "dt_limit", "lo finite")
+    (x, dt, A, B, C) = (torch.randn(1, 3, 4, 2), torch.randn(1, 3, 4), -torch.rand(4), torch.randn(1, 3, 1, 2),
+                        torch.randn(1, 3, 1, 2))
+    expect_error(lambda: mm.ssd(x, dt, A, B, C, 2, dt_limit=(math.inf, math.inf)), ValueError, "lo finite")
+
+
+def test_mlp_branches_are_scaled_as_the_official_init():
+    # official _init_weights (mamba_ssm/models/mixer_seq_simple.py): out_proj and fc2 scaled by
+    # 1/sqrt(2 n_layer) with a gated MLP; the kaiming bound of a (fan_in) weight is 1/sqrt(fan_in)
+    torch.manual_seed(0)
+    for kw in (dict(), dict(ssm_cfg={"layer": "Mamba2"}, headdim=16)):
+        model = mm.MambaLM(mm.MambaConfig(d_model=64, n_layer=8, vocab_size=8, d_intermediate=256, **kw))
+        block = model.backbone.layers[0]
+        for weight in (block.mixer.out_proj.weight, block.mlp.fc2.weight):
+            bound = weight.shape[1] ** -0.5 / (2 * 8) ** 0.5
+            assert 0.9 * bound < weight.abs().max() <= bound + 1e-7

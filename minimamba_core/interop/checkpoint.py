@@ -58,14 +58,13 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ..checks import check_device
 from ..config import MambaConfig
-from ..mixer import MambaMixer
-from ..mixer2 import Mamba2Mixer
-from ..model import MambaLM
+from ..model import MIXERS, MambaLM
 from .layouts import (BIN_FILE, BIN_INDEX, CONFIG_FILE, CheckpointError, EMBEDDING, HF_EMBEDDING, HUB_FALLBACK_PATTERNS, HUB_PATTERNS, LAYOUTS, SAFETENSORS_FILE, SAFETENSORS_INDEX, TOKENIZER_FILE, compare_config, compare_state, detect_layout, infer_from_tensors, read_config)
 from .layouts2 import READERS, WRITERS, compare_config2, config_generation, generation_problem, infer_from_tensors2
 
-MIXER_OF = {"Mamba1": MambaMixer.__name__, "Mamba2": Mamba2Mixer.__name__}  # the mixer class of each layer kind
+MIXER_OF = {kind: MIXERS[kind].__name__ for kind in ("Mamba1", "Mamba2")}  # the mixer class of each layer kind
 
 # files that save_pretrained may replace in an existing folder
 _CHECKPOINT_FILE = re.compile(r"(config|generation_config|tokenizer|tokenizer_config|special_tokens_map)\.json"
@@ -229,7 +228,7 @@ def load_pretrained(path: str | os.PathLike, device: torch.device | str | None =
     """
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise TypeError(f"dtype must be a floating torch.dtype such as torch.float32, got {dtype!r}")
-    device = torch.device(device) if device is not None else torch.device("cpu")
+    device = check_device(device)  # before any file is read
     folder = resolve_checkpoint(path)
     raw = read_config(folder)
     layout = detect_layout(raw, folder / CONFIG_FILE)

@@ -314,8 +314,11 @@ def compare_state(model_shapes: dict[str, tuple], tensors: dict[str, torch.Tenso
     missing = sorted(set(model_shapes) - set(tensors))
     unexpected = sorted(set(tensors) - set(model_shapes))
     for key in missing[:8]:
-        problems.append(f"missing key {show(key)!r} (expected shape {model_shapes[key]}): the file lacks it; "
-                        f"was it saved from a different model or truncated?")
+        hint = ("; a head tied to the embedding is left out of the file: if this model's is, set "
+                "\"tie_word_embeddings\": true (Hugging Face layout; transformers' Mamba2Config makes it false "
+                "when the key is left out) or \"tie_embeddings\": true (official layout)"
+                if key == "lm_head.weight" else "; was it saved from a different model or truncated?")
+        problems.append(f"missing key {show(key)!r} (expected shape {model_shapes[key]}): the file lacks it{hint}")
     for key in unexpected[:8]:
         hint = (" (that is the Hugging Face name: this config.json is in the official layout)"
                 if key == HF_EMBEDDING else "")
