@@ -133,3 +133,15 @@ def test_results_file_keeps_one_row_per_measurement(tmp_path):
     rows = json.loads((tmp_path / "r.json").read_text())["scan-cpu"]["rows"]
     assert sorted((r["L"], r["ms"]) for r in rows) == [(8, 1.0), (16, 3.0)]  # replaced; a skip is not
     assert not list(tmp_path.glob("*.tmp-*"))  # written through a temporary file, renamed
+
+
+def test_ssd_benchmark_writes_rows_and_errors(tmp_path):
+    from benchmarks import bench_ssd
+
+    out = tmp_path / "ssd.json"
+    bench_ssd.main(["--device", "cpu", "--threads", "1", "--out", str(out)])
+    section = json.loads(out.read_text())["ssd-cpu"]
+    _check_rows(section["rows"])
+    timed = [r for r in section["rows"] if "ms" in r]
+    assert {r["method"] for r in timed} == {"ours_eager", "transformers_torch"}
+    assert all(r["rel_err_vs_float64"] < 1e-5 for r in timed)  # float32 against the float64 recurrence
