@@ -18,6 +18,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import MaxNLocator
 
 from .widgets import check_int
 
@@ -139,6 +140,7 @@ def plot_ssd_matrix(decay: float = 0.1, spread: float = 0.5, chunk: int = 8, len
     ax2.axhline(RANK_RTOL, color="0.5", ls=":", lw=1, label=f"threshold {RANK_RTOL:g}")
     ax2.set_ylim(floor / 3, 3)
     ax2.set_xlim(0.5, chunk + 0.5)
+    ax2.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax2.set_xlabel("k")
     ax2.set_ylabel(r"$\sigma_k / \sigma_1$ of each block")
     if sv["blocks"]:
