@@ -7,7 +7,7 @@ notebook shows a static call before the widget so it reads on GitHub, where widg
 
 One module per lesson group: ``ssm`` (notebooks 01, 02), ``scan`` (03, 04), ``block`` (05),
 ``lm`` (06, 07), ``sampling`` (10), ``training`` (08, 09), ``benchmarks`` (11 and
-``benchmarks/report.py``); ``widgets`` holds :func:`widget` and the argument checks.
+``benchmarks/report.py``), ``ssd`` (12); ``widgets`` holds :func:`widget` and the argument checks.
 """
 
 from .benchmarks import benchmark_series, benchmark_table, loglog_slope, plot_benchmark, plot_loglog
@@ -23,6 +23,7 @@ from .scan import (
     scan_schedule,
     scan_trace_example,
 )
+from .ssd import RANK_RTOL, block_singular_values, chunk_boundaries, plot_ssd_matrix, ssd_matrix_example
 from .ssm import (
     B_BAR_RULES,
     DISCRETIZATIONS,
@@ -46,11 +47,14 @@ __all__ = [
     "B_BAR_RULES",
     "DISCRETIZATIONS",
     "NOOP_ENV",
+    "RANK_RTOL",
     "SCAN_ALGORITHMS",
     "SCRUB_TEXT",
     "SELECTION_SIGNALS",
     "benchmark_series",
     "benchmark_table",
+    "block_singular_values",
+    "chunk_boundaries",
     "combine_ranges",
     "diagonal_ssm_states",
     "discretize_scalar",
@@ -74,11 +78,13 @@ __all__ = [
     "plot_scan_trace",
     "plot_scan_tree",
     "plot_selection",
+    "plot_ssd_matrix",
     "plot_task_example",
     "plot_time_per_token",
     "run_schedule",
     "scan_schedule",
     "scan_trace_example",
     "selection_signal",
+    "ssd_matrix_example",
     "widget",
 ]
