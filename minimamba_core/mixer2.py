@@ -1,6 +1,6 @@
 """The Mamba-2 mixer: SSD wrapped in one input projection, a causal convolution and a gated norm.
 
-Dao & Gu 2024 (arXiv 2405.21060), Section 7 and Figure 6 ("Mamba-2 block"); the official
+Dao & Gu 2024 (arXiv 2405.21060), Section 7 (the Mamba-2 block); the official
 counterpart is ``Mamba2`` in ``mamba_ssm/modules/mamba2.py`` (state-spaces/mamba, commit 60dadf2),
 whose parameter names and initialization we keep, so checkpoints load by name::
 
@@ -54,7 +54,7 @@ class Mamba2Mixer(SSMMixer):
     ``norm.weight (d_inner,)`` (with ``rmsnorm``), ``out_proj (d_model, d_inner)``.
 
     The official counterpart is ``Mamba2`` in ``mamba_ssm/modules/mamba2.py`` (state-spaces/mamba
-    commit 60dadf2); the paper's Section 7 and Figure 6 (arXiv 2405.21060). Calls: ``forward(hidden,
+    commit 60dadf2); the paper's Section 7 (arXiv 2405.21060). Calls: ``forward(hidden,
     cache=None, attention_mask=None)`` ``(b, l, d_model) -> (b, l, d_model)``, ``step(hidden_t,
     cache)`` ``(b, 1, d_model) -> (b, 1, d_model)``, the states of :meth:`state_shapes`.
 

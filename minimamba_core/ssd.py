@@ -5,20 +5,20 @@ one scalar per head. For head ``h`` (of ``nheads``), channel ``p`` (of ``headdim
 index ``n`` (of ``d_state``), with ``B, C`` shared by the heads of one group::
 
     dt_t    = clamp(softplus(dt_t + dt_bias), *dt_limit)    (each step optional)
-    h_t     = exp(dt_t A) h_{t-1} + dt_t B_t x_t             (paper eq. 1, A scalar per head)
+    h_t     = exp(dt_t A) h_{t-1} + dt_t B_t x_t             (A a scalar per head: paper Section 5)
     y_t     = C_t . h_t + D x_t                              (then y_t * silu(z_t) if z is given)
 
 Mamba-2 calls the step size ``dt``: it is Mamba-1's ``delta`` (``scan.py``). Unrolled, the
 output is a matrix times the input, ``y = M x`` with the lower-triangular, 1-semiseparable
 
-    M[t, s] = (C_t . B_s) exp(dt_{s+1} A + ... + dt_t A) dt_s       for s <= t      (paper eq. 6)
+    M[t, s] = (C_t . B_s) exp(dt_{s+1} A + ... + dt_t A) dt_s       for s <= t      (paper, Section 3)
 
 that is ``M = L o (C B^T)`` with the decay mask ``L``: masked attention whose "attention
-matrix" is a decay (paper Section 4, "state space duality"). The three forms:
+matrix" is a decay (paper Sections 4 and 5, "state space duality"). The three forms:
 
 * :func:`ssd_sequential`, the recurrence step by step: the reference, exact in float64;
 * :func:`ssd_quadratic`, ``Y = (L o C B^T) X`` materialized, ``O(l^2)`` (the attention view);
-* :func:`ssd_chunked`, the four-step chunked algorithm of the paper (Section 6, Listing 1):
+* :func:`ssd_chunked`, the four-step chunked algorithm of the paper (Section 6):
   quadratic inside chunks of ``chunk_size`` steps, the recurrence between them, ``O(l)``.
 
 Layout and options are those of ``mamba_chunk_scan_combined`` (``mamba_ssm/ops/triton/
@@ -169,8 +169,8 @@ def ssd_quadratic(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.T
                   return_final_states: bool = False):
     """SSD as one masked matrix per head: ``Y = (L o C B^T) (dt X)``, the attention-like form.
 
-    ``L[t, s] = exp(dt_{s+1} A + ... + dt_t A)`` for ``s <= t``, 0 above (paper eq. 6 and
-    Section 4). The initial state enters as ``y_t += exp(dt_0 A + ... + dt_t A) C_t . h_0``; the
+    ``L[t, s] = exp(dt_{s+1} A + ... + dt_t A)`` for ``s <= t``, 0 above (paper Sections 3
+    and 5). The initial state enters as ``y_t += exp(dt_0 A + ... + dt_t A) C_t . h_0``; the
     final state is ``h_l = sum_s L[l-1, s] dt_s x_s B_s^T + exp(sum_t dt_t A) h_0``. Time and memory
     ``O(l^2)`` per head. Arguments, returns and errors as :func:`ssd_sequential`.
     """
@@ -197,7 +197,7 @@ def ssd_chunked(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Ten
                 dt_bias: torch.Tensor | None = None, dt_softplus: bool = False,
                 dt_limit: tuple[float, float] = NO_LIMIT, initial_states: torch.Tensor | None = None,
                 return_final_states: bool = False):
-    """SSD by chunks of ``chunk_size`` steps (paper Section 6, Listing 1): the four steps.
+    """SSD by chunks of ``chunk_size`` steps (paper Section 6): the four steps.
 
     With ``Q = chunk_size`` and ``c`` chunks (the last one padded with ``dt = 0``, exact):
 
