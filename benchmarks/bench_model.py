@@ -27,17 +27,31 @@ from minimamba_core import fast_scan
 
 from . import approaches, common
 
-CONFIGS = {  # name -> (d_model, n_layer, vocab, train batch, train length)
-    "cuda": dict(name="mamba-130m", d_model=768, n_layer=24, vocab=50280, batch=8, seqlen=1024),
-    "cpu": dict(name="tiny-shakespeare-cpu", d_model=128, n_layer=3, vocab=65, batch=32, seqlen=128),
+CONFIGS = {  # name -> (d_model, n_layer, vocab, train batch, train length; Mamba-2's headdim, N, chunk)
+    "cuda": dict(name="mamba-130m", d_model=768, n_layer=24, vocab=50280, batch=8, seqlen=1024,
+                 mamba2=dict(headdim=64, d_state=128, chunk_size=256)),  # the mamba2-130m geometry
+    "cpu": dict(name="tiny-shakespeare-cpu", d_model=128, n_layer=3, vocab=65, batch=32, seqlen=128,
+                mamba2=dict(headdim=32, d_state=64, chunk_size=64)),  # scripts/train_shakespeare.py --layer Mamba2
 }
 
 
-LIBS = ("ours", "ours_compiled", "transformers", "mambapy")  # the models bench_model times
+# the models bench_model times; *_mamba2: the same width and depth with Mamba-2 mixers
+LIBS = ("ours", "ours_compiled", "transformers", "mambapy", "ours_mamba2", "transformers_mamba2")
 
 
-def build(kind: str, cfg: dict, device):
+def build(kind: str, cfg: dict, device, layer: str = "Mamba1"):
     """The model of library ``kind`` (``ours``, ``transformers``, ``mambapy``) for ``cfg``."""
+    if layer == "Mamba2":
+        m2 = cfg["mamba2"]
+        if kind == "ours":
+            return mm.MambaLM(mm.MambaConfig(d_model=cfg["d_model"], n_layer=cfg["n_layer"], vocab_size=cfg["vocab"],
+                                             ssm_cfg={"layer": "Mamba2"}, pad_vocab_size_multiple=1, **m2)).to(device)
+        from transformers import Mamba2Config, Mamba2ForCausalLM
+
+        return Mamba2ForCausalLM(Mamba2Config(
+            hidden_size=cfg["d_model"], num_hidden_layers=cfg["n_layer"], vocab_size=cfg["vocab"], expand=2,
+            num_heads=2 * cfg["d_model"] // m2["headdim"], head_dim=m2["headdim"], state_size=m2["d_state"],
+            n_groups=1, chunk_size=m2["chunk_size"], tie_word_embeddings=True)).to(device)
     if kind == "ours":
         return mm.MambaLM(mm.MambaConfig(d_model=cfg["d_model"], n_layer=cfg["n_layer"],
                                          vocab_size=cfg["vocab"])).to(device)
@@ -128,7 +142,7 @@ def main(argv=None):
     n1, n2 = args.decode_tokens
     repeats = 3
     if common.quick():
-        cfg.update(d_model=16, n_layer=1, vocab=32, batch=2, seqlen=16)
+        cfg.update(d_model=16, n_layer=1, vocab=32, batch=2, seqlen=16, mamba2=dict(headdim=8, d_state=8, chunk_size=8))
         n1, n2, repeats = 2, 4, 1
     out = args.out or common.default_out(device)
     rows = []
@@ -136,7 +150,8 @@ def main(argv=None):
     ids = torch.randint(0, cfg["vocab"], (cfg["batch"], cfg["seqlen"] + 1), generator=g).to(device)
     prompt = torch.randint(0, cfg["vocab"], (1, 16), generator=g).to(device)
     for lib in args.libs:
-        kind = "ours" if lib.startswith("ours") else lib
+        kind = "ours" if lib.startswith("ours") else lib.removesuffix("_mamba2")
+        layer = "Mamba2" if lib.endswith("_mamba2") else "Mamba1"
         if kind != "ours" and not approaches.available(kind):
             continue
         fast_scan.set_scan_compile(lib == "ours_compiled")
@@ -145,7 +160,7 @@ def main(argv=None):
             rows.append(dict(row, status="skipped: out of time"))
             continue
         try:
-            model = build(kind, cfg, device).train()
+            model = build(kind, cfg, device, layer).train()
             row["params_m"] = round(sum(q.numel() for q in model.parameters()) / 1e6, 2)
 
             def step():

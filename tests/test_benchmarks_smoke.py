@@ -76,11 +76,12 @@ def test_cuda_graph_method_refuses_cpu_tensors():
 def test_model_benchmark_writes_rows(tmp_path):
     out = tmp_path / "r.json"
     bench_model.main(["--device", "cpu", "--threads", "1", "--out", str(out),
-                      "--libs", "ours", "transformers", "mambapy"])
+                      "--libs", "ours", "transformers", "mambapy", "ours_mamba2", "transformers_mamba2"])
     rows = json.loads(out.read_text())["model-cpu"]["rows"]
     assert [r["lib"] for r in rows if "status" not in r][0] == "ours"
     for row in rows:
         assert "train_tokens_per_s" in row or "status" in row, row
+    assert {"ours_mamba2", "transformers_mamba2"} <= {r["lib"] for r in rows if "train_tokens_per_s" in r}
 
 
 def test_report_renders_tables_and_plots(tmp_path):
