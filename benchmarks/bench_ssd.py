@@ -124,6 +124,7 @@ def main(argv=None):
     p.add_argument("--lengths", type=int, nargs="+", help="sequence lengths (None: CPU 512 ... 2048, GPU 2048, 8192)")
     p.add_argument("--methods", nargs="+", choices=sorted(METHODS), help="(None: DEFAULT_METHODS for the device)")
     p.add_argument("--modes", nargs="+", default=["fwd", "fwd+bwd"], choices=["fwd", "fwd+bwd"])
+    p.add_argument("--chunks", type=int, nargs="+", help="chunk lengths to time (None: the shape's, 256)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--budget-s", type=float, default=6.0, help="timed seconds per measurement")
     p.add_argument("--tf32", action="store_true", help="allow TF32 matrix products (our float32 path; "
@@ -149,20 +150,22 @@ def main(argv=None):
         except Exception as err:  # noqa: BLE001 - a peer that cannot run here is a status row
             rows.append(dict(method=name, status=f"unavailable: {type(err).__name__}: {str(err)[:160]}"))
             print(f"skipping {name}: {rows[-1]['status']}", flush=True)
-    for l in lengths:
+    chunks = [shape["chunk"]] if common.quick() or not args.chunks else args.chunks
+    for l, chunk in ((l, q) for l in lengths for q in chunks):
         for mode in args.modes:
             for i, name in enumerate(m for m in methods if m in errors):
                 inp = make_inputs(shape["b"], l, shape["h"], shape["p"], shape["n"], shape["g"], torch.float32,
                                   device, seed=l + i)
                 fn = METHODS[name]()
-                row = dict(method=name, L=l, dtype="float32", mode=mode, rel_err_vs_float64=errors[name])
-                row.update(common.measure(one_call(fn, inp, shape["chunk"], mode), device, repeats=args.repeats,
+                row = dict(method=name, L=l, dtype="float32", mode=mode, variant=f"chunk{chunk}",
+                           rel_err_vs_float64=errors[name])
+                row.update(common.measure(one_call(fn, inp, chunk, mode), device, repeats=args.repeats,
                                           budget_s=args.budget_s))
                 if getattr(fn, "fell_back", False):
                     row["status_note"] = "torch.compile failed: eager fallback"
                 rows.append(row)
                 shown = f"{row['ms']:.2f} ms, {row.get('peak_mb', 0):.0f} MB" if "ms" in row else row["status"]
-                print(f"{kind} L={l:6d} {mode:7s} {name:20s} {shown}", flush=True)
+                print(f"{kind} L={l:6d} Q={chunk:4d} {mode:7s} {name:20s} {shown}", flush=True)
                 del inp
     payload = dict(shape=shape, tf32=args.tf32, machine=common.machine_info(device), rows=rows,
                    date=time.strftime("%Y-%m-%d"), mamba_ssm_src=os.environ.get("MAMBA_SSM_SRC"))
