@@ -9,11 +9,12 @@ index ``n`` (of ``d_state``), with ``B, C`` shared by the heads of one group::
     y_t     = C_t . h_t + D x_t                              (then y_t * silu(z_t) if z is given)
 
 Mamba-2 calls the step size ``dt``: it is Mamba-1's ``delta`` (``scan.py``). Unrolled, the
-output is a matrix times the input, ``y = M x`` with the lower-triangular, 1-semiseparable
+output is a matrix times the input, ``y = M x`` with the lower-triangular, N-semiseparable
 
     M[t, s] = (C_t . B_s) exp(dt_{s+1} A + ... + dt_t A) dt_s       for s <= t      (paper, Section 3)
 
-that is ``M = L o (C B^T)`` with the decay mask ``L``: masked attention whose "attention
+that is ``M = (L o (C B^T)) diag(dt)`` with the 1-semiseparable decay mask ``L`` (every block
+below the diagonal of ``M`` has rank <= N = d_state): masked attention whose "attention
 matrix" is a decay (paper Sections 4 and 5, "state space duality"). The three forms:
 
 * :func:`ssd_sequential`, the recurrence step by step: the reference, exact in float64;

@@ -152,3 +152,14 @@ def test_every_control_of_the_notebook_widget_moves_the_data():
                 key = "boundaries" if name == "chunk" else "M"
                 assert not np.array_equal(np.asarray(base[key]), np.asarray(moved[key])), name
             assert moved["max_rank"] <= moved["d_state"]
+
+
+def test_loglog_legend_never_reads_minus_zero():
+    # notebook 12's memory plot: the recurrence holds one state at every length, a flat line whose
+    # fitted slope is a round-off away from 0 on either side
+    lengths = [2 ** k for k in range(8, 18)]
+    data = call(viz.plot_loglog, lengths=lengths, series={"flat": [8192] * 10, "linear": lengths},
+                ylabel="numbers held")
+    assert abs(data["slopes"]["flat"]) < 1e-12 and abs(data["slopes"]["linear"] - 1) < 1e-12
+    assert data["labels"] == {"flat": "flat (slope 0.00)", "linear": "linear (slope 1.00)"}
+    assert "-0.00" not in " ".join(data["labels"].values())

@@ -24,16 +24,19 @@ def loglog_slope(lengths, values) -> float | None:
 
 def plot_loglog(lengths, series: dict, ylabel: str, title: str = "", xlabel: str = "sequence length l"):
     """One line per ``series[name]`` (a list aligned with ``lengths``; ``None`` = not measured)
-    on log-log axes, with its fitted slope in the legend. Returns ``(fig, {"slopes": ...})``."""
+    on log-log axes, with its fitted slope in the legend. Returns ``(fig, data)``: ``data`` has
+    ``lengths``, ``series``, ``slopes`` (the fitted floats) and ``labels`` (the legend's texts,
+    ``"name (slope 1.00)"``; a flat line reads ``0.00``, never ``-0.00``)."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    slopes = {}
+    slopes, labels = {}, {}
     for name, values in series.items():
         pts = [(l, v) for l, v in zip(lengths, values) if v is not None and v > 0]
         if not pts:
             continue
         slopes[name] = loglog_slope(*zip(*pts))
-        label = name if slopes[name] is None else f"{name} (slope {slopes[name]:.2f})"
-        ax.plot(*zip(*pts), marker="o", label=label)
+        # round first, then + 0.0 turns the -0.0 of a flat line's round-off into 0.0
+        labels[name] = name if slopes[name] is None else f"{name} (slope {round(slopes[name], 2) + 0.0:.2f})"
+        ax.plot(*zip(*pts), marker="o", label=labels[name])
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel(xlabel)
@@ -42,7 +45,7 @@ def plot_loglog(lengths, series: dict, ylabel: str, title: str = "", xlabel: str
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return fig, {"lengths": list(lengths), "series": series, "slopes": slopes}
+    return fig, {"lengths": list(lengths), "series": series, "slopes": slopes, "labels": labels}
 
 
 def benchmark_series(results: dict, section: str, mode: str = "fwd", dtype: str = "float32",
