@@ -7,12 +7,14 @@ notebook shows a static call before the widget so it reads on GitHub, where widg
 
 One module per lesson group: ``ssm`` (notebooks 01, 02), ``scan`` (03, 04), ``block`` (05),
 ``lm`` (06, 07), ``sampling`` (10), ``training`` (08, 09), ``benchmarks`` (11 and
-``benchmarks/report.py``), ``ssd`` (12); ``widgets`` holds :func:`widget` and the argument checks.
+``benchmarks/report.py``), ``ssd`` (12), ``mamba2`` (13); ``widgets`` holds :func:`widget` and the
+argument checks.
 """
 
 from .benchmarks import benchmark_series, benchmark_table, loglog_slope, plot_benchmark, plot_loglog
 from .block import SCRUB_TEXT, mixer_scrub_example, mixer_selection, plot_mixer_scrub
 from .lm import plot_cache_memory, plot_decode_error, plot_dt_init, plot_param_breakdown, plot_time_per_token
+from .mamba2 import CHUNK_STEPS, chunked_factors, plot_chunked_steps, plot_loss_comparison, plot_parameter_split
 from .sampling import plot_generation_controls, plot_sampling
 from .scan import (
     SCAN_ALGORITHMS,
@@ -45,6 +47,7 @@ from .widgets import NOOP_ENV, widget
 
 __all__ = [
     "B_BAR_RULES",
+    "CHUNK_STEPS",
     "DISCRETIZATIONS",
     "NOOP_ENV",
     "RANK_RTOL",
@@ -55,6 +58,7 @@ __all__ = [
     "benchmark_table",
     "block_singular_values",
     "chunk_boundaries",
+    "chunked_factors",
     "combine_ranges",
     "diagonal_ssm_states",
     "discretize_scalar",
@@ -64,6 +68,7 @@ __all__ = [
     "plot_accuracy_curves",
     "plot_benchmark",
     "plot_bigram",
+    "plot_chunked_steps",
     "plot_cache_memory",
     "plot_decode_error",
     "plot_discretization",
@@ -71,9 +76,11 @@ __all__ = [
     "plot_generation_controls",
     "plot_length_generalization",
     "plot_loglog",
+    "plot_loss_comparison",
     "plot_loss_curves",
     "plot_mixer_scrub",
     "plot_param_breakdown",
+    "plot_parameter_split",
     "plot_sampling",
     "plot_scan_trace",
     "plot_scan_tree",
