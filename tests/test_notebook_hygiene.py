@@ -11,7 +11,10 @@ nbval runs the cells; this catches what it cannot see (issue 4, ``make test``):
 * at least one ``assert`` in every notebook; a Summary at the end;
 * no number at rounding level in a committed output (``max difference 8.3e-17``): such digits
   change with the machine and the thread count and break strict nbval; print the bound the
-  ``assert`` checks (``< 1e-12``) instead.
+  ``assert`` checks (``< 1e-12``) instead;
+* a lesson, not a log: no project internals (CI, quick mode, ``MINIMAMBA_QUICK``, issue / run /
+  call / commit numbers, machine names as provenance) in markdown or in printed output
+  (``INTERNALS``); code cells may still read the environment.
 """
 
 import ast
@@ -175,3 +178,98 @@ def test_hygiene_catches_a_planted_noise_output():
     cell = next(c for c in _code_cells(nb) if c.outputs)
     cell.outputs.append(nbformat.v4.new_output("stream", name="stdout", text="max difference 8.3e-17\n"))
     assert [numbers for _, numbers in _noisy_outputs(nb)] == [["8.3e-17"]]
+
+
+# -- a lesson, not a log -------------------------------------------------------------------------
+# The notebooks teach Mamba; they do not record how this project was built. Their prose (markdown
+# cells) and what their cells print (stream text, text/plain) must not name the project's
+# machinery: CI, the short-run switch and its environment variable, issue / run / call / commit
+# numbers, or the machines something happened to run on. Code cells are not checked: reading
+# ``os.environ.get("MINIMAMBA_QUICK")`` is how a notebook picks its run length.
+# Each pattern is narrow on purpose, so that lesson prose passes: "run" and "call" as verbs,
+# "run 600 steps", "a GPU", "a short run", "the full settings".
+INTERNALS = {
+    "CI": re.compile(r"\bCI\b"),
+    "quick mode": re.compile(r"\bquick[ -](?:mode|runs?|models?|settings?|presets?|tests?)\b", re.I),
+    "MINIMAMBA_QUICK": re.compile(r"MINIMAMBA_QUICK"),
+    "issue/run/call number": re.compile(
+        r"\b(?:issue|run|call)s?\s+#?\d+\b(?!\s*(?:steps?|times|tokens|characters|epochs?|iterations?|"
+        r"batch(?:es)?|more|of|%|×|x\b))|(?<![\w/])#\d+\b", re.I),
+    "commit": re.compile(r"\bcommit(?:s|ted)?\b", re.I),
+    "lent": re.compile(r"\blent\b", re.I),
+    "machine name": re.compile(r"\b(?:[HA]100|H200|GH200|B200)s?\b"),
+    "this machine": re.compile(r"\b(?:this|our|the project's) (?:machine|box|host|runner)\b"
+                               r"|\b\d+[- ]core (?:machine|box|host)\b", re.I),
+}
+
+
+def internal_words(text):
+    """The project-internal words in ``text``, as ``(kind, match)`` pairs (see ``INTERNALS``)."""
+    return [(kind, m.group(0)) for kind, pattern in INTERNALS.items() for m in pattern.finditer(text)]
+
+
+def _prose_and_printed(nb):
+    """``(where, text)`` for every markdown cell and every stream / text/plain output."""
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "markdown":
+            yield f"markdown cell {i}", cell.source
+        elif cell.cell_type == "code":
+            for out in cell.get("outputs", []):
+                if out.get("output_type") == "stream":
+                    yield f"output of cell {i}", out.get("text", "")
+                elif "text/plain" in out.get("data", {}):
+                    yield f"output of cell {i}", out["data"]["text/plain"]
+
+
+def _internals(nb):
+    return [(where, found) for where, text in _prose_and_printed(nb) if (found := internal_words(text))]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_no_project_internals_in_prose_or_outputs(path):
+    hits = _internals(nbformat.read(path, as_version=4))
+    assert not hits, ("a notebook is a lesson, not a log: no CI, quick mode, MINIMAMBA_QUICK, issue/run/call/"
+                      "commit numbers or machine names in markdown or printed output (say 'a short run' and "
+                      "give the full run's numbers):\n" + "\n".join(f"{w}: {f}" for w, f in hits))
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("the notebooks run in CI", ["CI"]),
+    ("set MINIMAMBA_QUICK=1 first", ["MINIMAMBA_QUICK"]),
+    ("quick mode: True", ["quick mode"]),
+    ("in the quick run of section 4", ["quick mode"]),
+    ("measured in device run 7 and CPU run 5", ["issue/run/call number", "issue/run/call number"]),
+    ("fixed in issue 12 (see #4)", ["issue/run/call number", "issue/run/call number"]),
+    ("call 3 timed out", ["issue/run/call number"]),
+    ("as of commit 0cce0fa; the committed outputs", ["commit", "commit"]),
+    ("no machine lent", ["lent"]),
+    ("a minute on one H200 GPU", ["machine name"]),
+    ("tried on H100s", ["machine name"]),
+    ("on this machine it takes 3 s", ["this machine"]),
+    ("chosen on a 2-core machine", ["this machine"]),
+    # lesson prose that must pass
+    ("we run the scan, then call generate", []),
+    ("run 600 steps at lr 3e-3, then run 2 more", []),
+    ("a short run; the full run reached 1.53 nats", []),
+    ("a quick check: the logits agree", []),
+    ("CIFAR-10 and the Cholesky factor", []),
+    ("on a GPU, on the CPU, on a machine with a network", []),
+    ("the Hillis-Steele scan at level 3", []),
+    ("equation (3) of section 3.2", []),
+    ("the excellent recurrence", []),
+])
+def test_internal_words_pattern(text, expected):
+    assert [kind for kind, _ in internal_words(text)] == expected
+
+
+def test_hygiene_catches_planted_internals():
+    """Plant internals in the prose and in an output of a copy of a real notebook: both are found,
+    while the same words in a code cell's source are left alone."""
+    nb = nbformat.read(NOTEBOOKS[0], as_version=4)
+    assert _internals(nb) == []
+    nb.cells.append(nbformat.v4.new_markdown_cell("Timed on one H200 GPU (device run 7)."))
+    code = nbformat.v4.new_code_cell('QUICK = os.environ.get("MINIMAMBA_QUICK") == "1"  # quick mode in CI')
+    code.outputs = [nbformat.v4.new_output("stream", name="stdout", text="quick mode: True\n")]
+    nb.cells.append(code)
+    found = [[kind for kind, _ in f] for _, f in _internals(nb)]
+    assert found == [["issue/run/call number", "machine name"], ["quick mode"]]

@@ -259,6 +259,34 @@ def test_plot_scan_tree_every_level_changes_the_picture(algorithm, length):
         assert d["written"] == sorted(dst for dst, _ in levels[level][1])
 
 
+@pytest.mark.parametrize("algorithm", viz.SCAN_ALGORITHMS)
+@pytest.mark.parametrize("length", [8, 16])
+def test_scan_depth_is_the_last_level_drawn(algorithm, length):
+    depth = viz.scan_depth(algorithm, length)
+    assert depth == viz.plot_scan_tree(algorithm, length, level=0)[1]["n_levels"]
+    if algorithm == "blelloch":  # log2 L up, clear the root, log2 L down, the inclusive step
+        assert depth == 2 * (length.bit_length() - 1) + 2
+
+
+def test_level_slider_follows_the_chosen_scan():
+    # The slider of notebook 04 ends at the chosen scan's last level, whatever the dropdowns say.
+    algorithm = ipywidgets.Dropdown(options=list(viz.SCAN_ALGORITHMS), value="blelloch")
+    length = ipywidgets.Dropdown(options=[8, 16], value=8)
+    slider = viz.level_slider(algorithm, length, value=1)
+    assert (slider.min, slider.max, slider.value) == (0, viz.scan_depth("blelloch", 8), 1)
+    for name in viz.SCAN_ALGORITHMS:
+        for l in (8, 16):
+            algorithm.value, length.value = name, l
+            assert slider.max == viz.scan_depth(name, l), (name, l)
+            slider.value = slider.max  # the last level: a picture with every prefix complete
+            assert viz.plot_scan_tree(name, l, level=slider.value)[1]["ranges"][-1] == [(0, i) for i in range(l)]
+    algorithm.value, length.value = "blelloch", 16
+    slider.value = slider.max
+    algorithm.value = "hillis-steele"  # fewer levels: the value comes back to the new last level
+    assert slider.value == slider.max == viz.scan_depth("hillis-steele", 16)
+    assert viz.level_slider(algorithm, length, value=99).value == slider.max
+
+
 def test_hillis_steele_first_level_and_bad_input():
     d = viz.plot_scan_tree("hillis-steele", 8, level=1)[1]
     assert d["written"] == list(range(1, 8)) and d["ranges"][1] == [(0, 0)] + [(i - 1, i) for i in range(1, 8)]
@@ -324,8 +352,12 @@ def _widget_calls(path):
     for cell in nbformat.read(path, as_version=4).cells:
         if cell.cell_type != "code" or "mm.viz.widget(" not in cell.source:
             continue
-        call = next(node for node in ast.walk(ast.parse(cell.source))
+        tree = ast.parse(cell.source)
+        call = next(node for node in ast.walk(tree)
                     if isinstance(node, ast.Call) and ast.unparse(node.func) == "mm.viz.widget")
+        for stmt in tree.body:  # the cell's own set-up (controls built before the call), not the call
+            if call not in ast.walk(stmt):
+                exec(compile(ast.Module([stmt], []), path.name, "exec"), namespace)  # noqa: S102
         fn_name = ast.unparse(call.args[0]).removeprefix("mm.viz.")
         controls = {kw.arg: eval(compile(ast.Expression(kw.value), path.name, "eval"), namespace)  # noqa: S307
                     for kw in call.keywords}

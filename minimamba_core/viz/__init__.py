@@ -19,9 +19,11 @@ from .sampling import plot_generation_controls, plot_sampling
 from .scan import (
     SCAN_ALGORITHMS,
     combine_ranges,
+    level_slider,
     plot_scan_trace,
     plot_scan_tree,
     run_schedule,
+    scan_depth,
     scan_schedule,
     scan_trace_example,
 )
@@ -62,6 +64,7 @@ __all__ = [
     "combine_ranges",
     "diagonal_ssm_states",
     "discretize_scalar",
+    "level_slider",
     "loglog_slope",
     "mixer_scrub_example",
     "mixer_selection",
@@ -89,6 +92,7 @@ __all__ = [
     "plot_task_example",
     "plot_time_per_token",
     "run_schedule",
+    "scan_depth",
     "scan_schedule",
     "scan_trace_example",
     "selection_signal",

@@ -186,6 +186,36 @@ def scan_schedule(algorithm: str, length: int, chunk: int = 4) -> list[tuple[str
     return levels
 
 
+def scan_depth(algorithm: str, length: int, chunk: int = 4) -> int:
+    """The number of levels of :func:`scan_schedule` after the input: the last ``level`` to draw.
+
+    Blelloch: ``2 log2 L + 2`` (up-sweep, clear the root, down-sweep, the inclusive step).
+    """
+    return len(scan_schedule(algorithm, length, chunk)) - 1
+
+
+def level_slider(algorithm, length, value: int = 1, description: str = "level"):
+    """An ``ipywidgets.IntSlider`` for :func:`plot_scan_tree`'s ``level``, from 0 to the last level.
+
+    ``algorithm`` and ``length`` are the widget controls (dropdowns) of the other two arguments:
+    whenever either changes, the slider's ``max`` becomes :func:`scan_depth` of the new choice
+    (ipywidgets then pulls a value past it back to the last level), so the slider never runs past
+    the picture.
+    """
+    import ipywidgets  # only a widget needs it
+
+    slider = ipywidgets.IntSlider(value=0, min=0, max=scan_depth(algorithm.value, length.value),
+                                  step=1, description=description)
+    slider.value = min(value, slider.max)
+
+    def follow(_change=None):
+        slider.max = scan_depth(algorithm.value, length.value)
+
+    algorithm.observe(follow, names="value")
+    length.observe(follow, names="value")
+    return slider
+
+
 def run_schedule(levels: list[tuple[str, list]], inputs: list, combine: Callable, identity) -> list[list]:
     """Values at every level of a :func:`scan_schedule` for ``inputs`` (a list of length ``L``).
 
