@@ -80,6 +80,9 @@ def test_parameter_split():
     assert d["labels"] == ["Mamba-1", "Mamba-2"] and d["names"] == ["in_proj", "x_proj", "out_proj", "norm"]
     np.testing.assert_array_equal(d["counts"], [[10, 3, 5, 0], [12, 0, 5, 1]])
     np.testing.assert_array_equal(d["totals"], [18, 18])
+    assert d["too_small"] == {"Mamba-1": [], "Mamba-2": []}
+    d = call(viz.plot_parameter_split, {"a": {"big": 10_000, "tiny": 8}, "b": {"big": 9_000}})
+    assert d["too_small"] == {"a": ["tiny"], "b": []}
     with pytest.raises(ValueError, match="at least one"):
         viz.plot_parameter_split({})
     with pytest.raises(ValueError, match=">= 0"):

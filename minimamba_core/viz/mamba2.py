@@ -136,7 +136,8 @@ def plot_parameter_split(counts: dict):
 
     Returns ``(fig, data)``; ``data``: ``labels``, ``names`` (every parameter name, first seen
     first), ``counts (len(labels), len(names))`` int64 (0 where a mixer has no such parameter),
-    ``totals``. Raises ValueError for an empty ``counts`` or a negative count.
+    ``totals``, ``too_small`` (``{label: [names]}``, the nonzero segments under 1% of the longest bar,
+    listed under the axis label). Raises ValueError for an empty ``counts`` or a negative count.
     """
     if not counts:
         raise ValueError("counts must name at least one mixer")
@@ -156,10 +157,15 @@ def plot_parameter_split(counts: dict):
         left += table[:, j]
     ax.set(xlabel="parameters per layer", title="where the parameters of one mixer go")
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))  # 20,000 rather than 20000
+    too_small = {label: [name for j, name in enumerate(names) if 0 < table[i, j] < 0.01 * totals.max()]
+                 for i, label in enumerate(labels)}
+    caption = "; ".join(f"{label}: {', '.join(small)}" for label, small in too_small.items() if small)
+    if caption:  # under the axis label, inside the layout
+        ax.set_xlabel(f"parameters per layer\n(too small to see: {caption})")
     ax.invert_yaxis()
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
-    return fig, dict(labels=labels, names=names, counts=table, totals=totals)
+    return fig, dict(labels=labels, names=names, counts=table, totals=totals, too_small=too_small)
 
 
 def _moving_average(values, window: int) -> np.ndarray:
