@@ -80,6 +80,9 @@ def test_parameter_split():
     assert d["labels"] == ["Mamba-1", "Mamba-2"] and d["names"] == ["in_proj", "x_proj", "out_proj", "norm"]
     np.testing.assert_array_equal(d["counts"], [[10, 3, 5, 0], [12, 0, 5, 1]])
     np.testing.assert_array_equal(d["totals"], [18, 18])
+    assert d["too_small"] == {"Mamba-1": [], "Mamba-2": []}
+    d = call(viz.plot_parameter_split, {"a": {"big": 10_000, "tiny": 8}, "b": {"big": 9_000}})
+    assert d["too_small"] == {"a": ["tiny"], "b": []}
     with pytest.raises(ValueError, match="at least one"):
         viz.plot_parameter_split({})
     with pytest.raises(ValueError, match=">= 0"):
@@ -96,3 +99,22 @@ def test_loss_comparison():
         viz.plot_loss_comparison({"a": dict(step=[0], train_loss=[1.0, 2.0], eval_step=[0], val_loss=[1.0])})
     with pytest.raises(ValueError, match="at least one"):
         viz.plot_loss_comparison({})
+
+
+def test_chunked_steps_labels_the_chunk_states_s_j():
+    """Panel 2 names chunk j's own state S_j (not the last chunk's: no block lies below it); panel 4
+    names the entering states h_into i; panel 3 says its numbers are the decays between chunks."""
+    fig, _ = viz.plot_chunked_steps(decay=0.1, spread=0.5, chunk=12)
+    axes = fig.axes
+    assert [t.get_text() for t in axes[1].texts] == ["$S_0$", "$S_1$", "$S_2$"]
+    assert [t.get_text().strip() for t in axes[3].texts] == [rf"$h_{{\mathrm{{into}}\,{i}}}$" for i in (1, 2, 3)]
+    assert viz.mamba2.BETWEEN_LABEL in axes[2].get_title()
+    plt.close(fig)
+
+
+def test_parameter_split_axis_has_thousands_separators():
+    fig, _ = viz.plot_parameter_split({"a": {"w": 60_000, "b": 60_000}})
+    fig.canvas.draw()
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert any("," in s for s in labels), labels
+    plt.close(fig)

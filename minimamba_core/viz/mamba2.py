@@ -21,12 +21,15 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import FuncFormatter
 
 from .ssd import chunk_boundaries, ssd_matrix_example
 from .widgets import check_int
 
 #: The four steps of the chunked algorithm, as the panels of :func:`plot_chunked_steps` title them.
 CHUNK_STEPS = ("1. inside each chunk", "2. each chunk's state", "3. states passed on", "4. states read out")
+#: What panel 3's numbers are, under its title.
+BETWEEN_LABEL = "decays between chunks"
 
 
 def chunked_factors(ex: dict, chunk: int) -> dict:
@@ -64,12 +67,13 @@ def plot_chunked_steps(decay: float = 0.1, spread: float = 0.5, chunk: int = 12,
     """The SSD matrix ``M`` of one head four times, each panel lighting up what one step computes.
 
     1. the diagonal blocks (small masked attentions, the quadratic form inside each chunk);
-    2. for each chunk ``j``, the columns below its diagonal block: its inputs, gathered into one
-       state of ``N`` numbers per channel at the chunk's end (``right``);
+    2. for each chunk ``j``, the columns below its diagonal block: its inputs, gathered into its
+       own state ``S_j`` of ``N`` numbers per channel at the chunk's end (``right``); the last
+       chunk has no block below it, its ``S`` only feeds the final state;
     3. every block below the diagonal blocks, labelled with the scalar decay that carries chunk
        ``j``'s state across the chunks between (``chunk_decay``): a recurrence over chunks;
-    4. for each chunk ``i``, the rows left of its diagonal block: the entering state read out at
-       every step (``left``).
+    4. for each chunk ``i``, the rows left of its diagonal block: the entering state
+       ``h_{into i}`` read out at every step (``left``).
 
     Returns ``(fig, data)``; ``data``: the keys of :func:`ssd_matrix_example` and of
     :func:`chunked_factors`, ``steps`` (:data:`CHUNK_STEPS`). Raises ValueError as
@@ -79,15 +83,16 @@ def plot_chunked_steps(decay: float = 0.1, spread: float = 0.5, chunk: int = 12,
     check_int("chunk", chunk, 1, length)
     f = chunked_factors(ex, chunk)
     edges, M = f["boundaries"], ex["M"]
-    vmax = max(np.abs(M).max(), 1e-300)
+    below = np.abs(M[np.tri(length, dtype=bool)])
+    vmax = max(np.quantile(below, 0.9), 1e-300)  # saturate the largest tenth: the small entries stay visible
     regions = (f["same_chunk"], ~f["same_chunk"] & np.tri(length, dtype=bool))  # step 1; steps 2-4
-    fig, axes = plt.subplots(1, 4, figsize=(13, 3.8))
+    fig, axes = plt.subplots(1, 4, figsize=(16, 4.8))
     for k, ax in enumerate(axes):
         lit = regions[0 if k == 0 else 1]
         ax.imshow(M, cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest")
         veil = np.zeros((length, length, 4))
         veil[..., :3] = 1.0
-        veil[..., 3] = np.where(lit, 0.0, 0.8)  # fade what this step does not compute
+        veil[..., 3] = np.where(lit, 0.0, 0.85)  # fade what this step does not compute
         ax.imshow(veil, interpolation="nearest")
         for e in edges[1:-1]:
             ax.axhline(e - 0.5, color="0.6", lw=0.5)
@@ -98,24 +103,26 @@ def plot_chunked_steps(decay: float = 0.1, spread: float = 0.5, chunk: int = 12,
                 ax.add_patch(Rectangle((lo - 0.5, lo - 0.5), hi - lo, hi - lo, **box))
             elif k == 1 and hi < length:  # the columns of chunk n, below its diagonal block
                 ax.add_patch(Rectangle((lo - 0.5, hi - 0.5), hi - lo, length - hi, **box))
-                ax.text((lo + hi - 1) / 2, hi - 1, f"$h_{n}$", ha="center", va="bottom", fontsize=8)
+                ax.text((lo + hi - 1) / 2, hi - 1, f"$S_{n}$", ha="center", va="bottom", fontsize=10)
             elif k == 3 and lo > 0:  # the rows of chunk n, left of its diagonal block
                 ax.add_patch(Rectangle((-0.5, lo - 0.5), lo, hi - lo, **box))
+                ax.text(lo - 0.5, (lo + hi - 1) / 2, f"$h_{{\\mathrm{{into}}\\,{n}}}$ ", ha="right", va="center", fontsize=9,
+                        bbox=dict(fc="white", ec="none", alpha=0.8, pad=0.5))
         if k == 2:
             for i in range(len(edges) - 1):
                 for j in range(i):
                     ax.add_patch(Rectangle((edges[j] - 0.5, edges[i] - 0.5), edges[j + 1] - edges[j],
                                            edges[i + 1] - edges[i], fill=False, ec="k", lw=0.8))
                     ax.text((edges[j] + edges[j + 1] - 1) / 2, (edges[i] + edges[i + 1] - 1) / 2,
-                            f"{f['chunk_decay'][i, j]:.2f}", ha="center", va="center", fontsize=7,
+                            f"{f['chunk_decay'][i, j]:.2f}", ha="center", va="center", fontsize=9,
                             bbox=dict(fc="white", ec="none", alpha=0.8, pad=0.5))
-        ax.set_title(CHUNK_STEPS[k], fontsize=10)
+        ax.set_title(CHUNK_STEPS[k] + (f"\n({BETWEEN_LABEL})" if k == 2 else ""), fontsize=11)
         ax.set_xticks([])
         ax.set_yticks([])
     axes[0].set_ylabel("output step t")
     for ax in axes:
         ax.set_xlabel("input step s")
-    fig.suptitle(f"the chunked algorithm on M: |A| = {decay:g}, chunks of {chunk}", fontsize=11)
+    fig.suptitle(f"the chunked algorithm on M: |A| = {decay:g}, chunks of {chunk}", fontsize=12)
     fig.tight_layout()
     return fig, dict(ex, **f, steps=CHUNK_STEPS)
 
@@ -129,7 +136,8 @@ def plot_parameter_split(counts: dict):
 
     Returns ``(fig, data)``; ``data``: ``labels``, ``names`` (every parameter name, first seen
     first), ``counts (len(labels), len(names))`` int64 (0 where a mixer has no such parameter),
-    ``totals``. Raises ValueError for an empty ``counts`` or a negative count.
+    ``totals``, ``too_small`` (``{label: [names]}``, the nonzero segments under 1% of the longest bar,
+    listed under the axis label). Raises ValueError for an empty ``counts`` or a negative count.
     """
     if not counts:
         raise ValueError("counts must name at least one mixer")
@@ -148,10 +156,16 @@ def plot_parameter_split(counts: dict):
                 ax.text(left[i] + table[i, j] / 2, i, name, ha="center", va="center", fontsize=8, color="white")
         left += table[:, j]
     ax.set(xlabel="parameters per layer", title="where the parameters of one mixer go")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))  # 20,000 rather than 20000
+    too_small = {label: [name for j, name in enumerate(names) if 0 < table[i, j] < 0.01 * totals.max()]
+                 for i, label in enumerate(labels)}
+    caption = "; ".join(f"{label}: {', '.join(small)}" for label, small in too_small.items() if small)
+    if caption:  # under the axis label, inside the layout
+        ax.set_xlabel(f"parameters per layer\n(too small to see: {caption})")
     ax.invert_yaxis()
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
-    return fig, dict(labels=labels, names=names, counts=table, totals=totals)
+    return fig, dict(labels=labels, names=names, counts=table, totals=totals, too_small=too_small)
 
 
 def _moving_average(values, window: int) -> np.ndarray:
