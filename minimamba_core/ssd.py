@@ -73,16 +73,17 @@ def segsum(a: torch.Tensor) -> torch.Tensor:
 def decay_matrix(a: torch.Tensor) -> torch.Tensor:
     """The decay mask ``L = exp(segsum(a))``: ``(..., T) -> (..., T, T)``, zeros above the diagonal.
 
-    The same numbers as ``torch.exp(segsum(a))`` (tests/test_ssd.py), computed for speed: the
-    running sums go along the last, contiguous dimension of ``L``'s transpose, and the exp and
-    the mask work in place, so that the ``(b, h, c, Q, Q)`` tensor is written four times instead
-    of seven. Returns a transposed view of that contiguous tensor.
+    The same numbers as ``torch.exp(segsum(a))`` (tests/test_ssd.py), computed for speed: no step
+    copies (``torch.where`` writes each result once), so the ``(b, h, c, Q, Q)`` tensor is written
+    four times instead of seven, and the running sums go down the rows (dimension -2), which a
+    CPU vectorizes across the columns (a running sum along the last dimension is one sequential
+    loop per row: measured twice as slow, benchmarks/README.md).
     """
     T = a.shape[-1]
-    after = torch.ones(T, T, dtype=torch.bool, device=a.device).triu(1)  # [s, t]: t > s
-    S = torch.where(after, a[..., None, :], 0.0).cumsum(-1)  # (..., T, T): [s, t] = sum_{s < r <= t} a[r]
-    reach = torch.ones(T, T, dtype=torch.bool, device=a.device).triu()  # [s, t]: t >= s
-    return torch.where(reach, torch.exp(S), 0.0).transpose(-1, -2)  # (..., T, T): [t, s]; t < s: no path back
+    below = torch.ones(T, T, dtype=torch.bool, device=a.device).tril(-1)  # [r, s]: r > s
+    S = torch.where(below, a[..., :, None], 0.0).cumsum(-2)  # (..., T, T): [t, s] = sum_{s < r <= t} a[r]
+    reach = torch.ones(T, T, dtype=torch.bool, device=a.device).tril()  # [t, s]: s <= t
+    return torch.where(reach, torch.exp(S), 0.0)  # (..., T, T); s > t: no path back
 
 
 def _prepare(x, dt, A, B, C, D, z, dt_bias, dt_softplus, dt_limit, initial_states, chunk_size=1,
