@@ -1,0 +1,117 @@
+"""The selection plot of notebook 09 (``minimamba_core/viz/selection.py``): the data behind it
+equals what the mixer and the sequential scan compute."""
+
+import matplotlib
+
+matplotlib.use("agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+import minimamba_core as mm  # noqa: E402
+from minimamba_core import viz  # noqa: E402
+from minimamba_core.training import tasks  # noqa: E402
+
+V = 16
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["s6", "lti"])
+def example(request):
+    model = tasks.task_model(V, d_model=16, n_layer=2, d_state=4, selective=request.param, seed=0).double()
+    x, y = tasks.selective_copying(3, 12, 3, V, generator=torch.Generator().manual_seed(0))  # (3, 15)
+    return model, x, y, viz.selection_trace(model, x)
+
+
+def _mixer_input(model, x, layer):
+    """The normed residual the mixer of ``layer`` sees, by running the blocks one by one."""
+    residual = model.backbone.embedding(x)  # (b, l, d_model)
+    for block in model.backbone.layers[:layer]:
+        residual = block(residual)  # (b, l, d_model)
+    return model.backbone.layers[layer].norm(residual)  # (b, l, d_model)
+
+
+def test_trace_shapes_and_predictions(example):
+    model, x, _, trace = example
+    b, l = x.shape
+    d_inner = model.config.d_inner
+    assert len(trace["delta"]) == len(trace["h_norm"]) == len(trace["write"]) == model.config.n_layer
+    for name in ("delta", "h_norm", "write"):
+        assert all(t.shape == (b, l, d_inner) for t in trace[name]), name
+    with torch.no_grad():
+        logits = model(x)
+    torch.testing.assert_close(trace["logits"], logits)
+    assert torch.equal(trace["pred"], logits.argmax(-1))
+    assert (trace["delta"][0] > 0).all() and (trace["h_norm"][1] >= 0).all()
+
+
+@pytest.mark.parametrize("layer", [0, 1])
+def test_delta_and_state_equal_the_mixer_and_the_sequential_scan(example, layer):
+    model, x, _, trace = example
+    mixer = model.backbone.layers[layer].mixer
+    with torch.no_grad():
+        hidden = _mixer_input(model, x, layer)
+        u, z = mixer.in_proj(hidden).chunk(2, dim=-1)  # (b, l, d_inner)
+        u, _ = mm.mixer.causal_conv(u, mixer.conv1d)
+        delta, B, C = mixer.ssm_inputs(u)
+        A, D, bias = mixer.scan_params()
+        torch.testing.assert_close(trace["delta"][layer], F.softplus(delta + bias), rtol=1e-12, atol=1e-12)
+        for t in (0, 4, x.shape[1] - 1):  # h_t: the sequential scan's last state after t + 1 steps
+            _, h = mm.selective_scan_sequential(u[:, :t + 1], delta[:, :t + 1], A, B[:, :t + 1], C[:, :t + 1],
+                                                D=D, z=z[:, :t + 1], delta_bias=bias, delta_softplus=True,
+                                                return_last_state=True)  # (b, d_inner, N)
+            torch.testing.assert_close(trace["h_norm"][layer][:, t], h.norm(dim=-1), rtol=1e-10, atol=1e-12)
+
+
+def test_lti_steps_are_constant():
+    model = tasks.task_model(V, d_model=16, n_layer=1, d_state=4, selective=False, seed=0)
+    x, _ = tasks.selective_copying(2, 12, 3, V, generator=torch.Generator().manual_seed(1))
+    d = viz.selection_trace(model, x)["delta"][0]  # (2, 15, d_inner): the same step everywhere
+    torch.testing.assert_close(d, d[:1, :1].expand_as(d))
+
+
+def test_token_groups():
+    x = torch.tensor([[0, 3, 0, 5, 15, 15]])
+    g = viz.token_groups("selective_copying", x, V)
+    assert g["data"].tolist() == [[False, True, False, True, False, False]]
+    assert g["noise"].sum() == 2 and g["marker"].sum() == 2
+    x = torch.tensor([[2, 15, 7, 3, 15]])
+    g = viz.token_groups("induction_heads", x, V)
+    assert g["key"].tolist() == [[False, False, True, False, False]]
+    assert g["trigger"].sum() == 2 and g["other"].tolist() == [[True, False, False, True, False]]
+    with pytest.raises(ValueError, match="task must be one of"):
+        viz.token_groups("copying", x, V)
+
+
+def test_delta_ratio_by_hand():
+    delta = torch.ones(1, 5, 2, dtype=torch.float64)
+    delta[0, 2] = 3.0  # the step two after the marked token is 3x the baseline
+    tokens = torch.tensor([[True, False, False, False, False]])
+    base = ~tokens
+    ratios = viz.delta_ratio(delta, tokens, torch.tensor([[False, True, False, True, True]]), lags=3)
+    assert ratios == pytest.approx([1.0, 1.0, 3.0])
+    delta[0, 0, 1] = 5.0  # channel 1 only
+    assert viz.delta_ratio(delta, tokens, base, lags=1, channels=[1])[0] == pytest.approx(5.0 / 1.5)
+    with pytest.raises(ValueError, match="must have shape"):
+        viz.delta_ratio(delta, tokens[:, :4], base)
+
+
+def test_plot_returns_its_data(example):
+    _, x, y, trace = example
+    groups = viz.token_groups("selective_copying", x, V)
+    fig, data = viz.plot_selection_trace(trace, groups, y, layer=1, channel=2, row=1)
+    torch.testing.assert_close(torch.as_tensor(data["delta"]), trace["delta"][1][1, :, 2])
+    torch.testing.assert_close(torch.as_tensor(data["h_norm"]), trace["h_norm"][1][1, :, 2])
+    assert data["asked"].tolist() == list(range(12, 15))
+    assert data["target"].tolist() == y[1, 12:].tolist()
+    assert data["correct"].tolist() == (trace["pred"][1, 12:] == y[1, 12:]).tolist()
+    assert data["mean_delta"]["data"] == pytest.approx(float(trace["delta"][1][1, :, 2][groups["data"][1]].mean()))
+    plt.close(fig)
+    fig, data = viz.plot_selection_trace(trace, groups, None, layer=0, channel=-1)
+    torch.testing.assert_close(torch.as_tensor(data["delta"]), trace["delta"][0][0].mean(-1))
+    assert len(data["asked"]) == 0
+    plt.close(fig)
+    for bad in (dict(layer=2), dict(channel=-2), dict(row=3)):
+        with pytest.raises(ValueError, match="must be an int"):
+            viz.plot_selection_trace(trace, groups, **bad)
