@@ -5,7 +5,9 @@ prediction along one sequence, per layer and channel).
 ``delta`` (after bias and softplus, paper Algorithm 2) and the norm of the state ``h_t`` over
 its ``N`` entries; :func:`token_groups` names the token kinds of a task's input;
 :func:`plot_selection_trace` draws one row. The plot returns ``(fig, data)``;
-tests/test_viz_selection.py asserts on ``data``.
+tests/test_viz_selection.py asserts on ``data``. The paper's reading of the step (Section 3.5.2,
+"Interpretation of Delta"): a large ``delta`` resets the state and takes in the current token, a
+small one keeps the state and ignores the token. No official counterpart (a visualization).
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ def selection_trace(model, input_ids: torch.Tensor) -> dict:
     from ``h_0 = 0``. Works for selective and LTI mixers alike (both have these hooks).
 
     Returns a dict: ``delta`` and ``h_norm``, lists (one per layer) of ``(b, l, d_inner)``
-    float tensors (``h_norm`` is the Euclidean norm over the ``N`` state entries);
+    float tensors (``h_norm`` is the Euclidean norm over the ``N`` state entries), and ``write``
+    likewise, the norm of the term ``delta_t B_t x_t`` that the token adds to the state;
     ``logits (b, l, vocab)``; ``pred (b, l)`` (argmax); ``input_ids (b, l)``.
 
     Raises ValueError: ``input_ids`` not of shape ``(b, l)``.
