@@ -113,6 +113,21 @@ class SSMMixer(nn.Module):
 
     FLOAT32_PARAMS: tuple[str, ...] = ()
 
+    @torch.no_grad()
+    def init_projections(self) -> None:
+        """``in_proj``/``out_proj`` as the official ``_init_weights`` (mamba_ssm ``mixer_seq_simple.py``).
+
+        Kaiming-uniform weights, zero biases, and ``out_proj.weight`` scaled by
+        ``1/sqrt(n_residuals * n_layer)``: GPT-2's rescaling of residual branches, two per layer
+        with a gated MLP.
+        """
+        cfg = self.config
+        for linear in (self.in_proj, self.out_proj):
+            nn.init.kaiming_uniform_(linear.weight, a=math.sqrt(5))
+            if linear.bias is not None:
+                linear.bias.zero_()
+        self.out_proj.weight /= math.sqrt((2 if cfg.d_intermediate > 0 else 1) * cfg.n_layer)
+
     def compute_dtype(self) -> torch.dtype:
         """The precision of the convolution, scan and states: float32, or float64 in a float64 mixer."""
         return torch.promote_types(self.in_proj.weight.dtype, torch.float32)
@@ -219,11 +234,7 @@ class MambaMixer(SSMMixer):
         A = torch.arange(1, cfg.d_state + 1, dtype=torch.float32)  # (n,)
         self.A_log.copy_(torch.log(A).expand(cfg.d_inner, -1))  # (d_inner, n)
         self.D.fill_(1.0)
-        for linear in (self.in_proj, self.out_proj):
-            nn.init.kaiming_uniform_(linear.weight, a=math.sqrt(5))
-            if linear.bias is not None:
-                linear.bias.zero_()
-        self.out_proj.weight /= math.sqrt((2 if cfg.d_intermediate > 0 else 1) * cfg.n_layer)
+        self.init_projections()
 
     def state_shapes(self, batch_size: int) -> dict[str, tuple]:
         """The shapes of this layer's states: ``conv_state (b, d_inner, d_conv)``, ``ssm_state (b, d_inner, d_state)``."""

@@ -105,11 +105,7 @@ class Mamba2Mixer(SSMMixer):
         self.D.fill_(1.0)
         if cfg.rmsnorm:
             self.norm.weight.fill_(1.0)
-        for linear in (self.in_proj, self.out_proj):
-            nn.init.kaiming_uniform_(linear.weight, a=math.sqrt(5))
-            if linear.bias is not None:
-                linear.bias.zero_()
-        self.out_proj.weight /= math.sqrt((2 if cfg.d_intermediate > 0 else 1) * cfg.n_layer)
+        self.init_projections()
 
     def state_shapes(self, batch_size: int) -> dict[str, tuple]:
         """``conv_state (b, d_inner + 2 ngroups d_state, d_conv)``, ``ssm_state (b, nheads, headdim, d_state)``."""
