@@ -109,6 +109,24 @@ def test_every_split_point_by_steps_and_by_continuation(ngroups):
         assert cache.seqlen_offset == 11
 
 
+def test_cached_decoding_and_generate_on_each_device(device):
+    """On every device present (float64; float32 on MPS): prefill + steps equal the full forward,
+    which equals the CPU's, and greedy generation there is the argmax of the full forward."""
+    dtype = torch.float32 if device.type == "mps" else F64
+    tol = 1e-4 if dtype == torch.float32 else 1e-12
+    cpu_model = _model(ngroups=2, dtype=F64)
+    model = _model(ngroups=2, dtype=F64).to(device, dtype)
+    ids = _ids(l=11)
+    full = model(ids.to(device))
+    assert (full.cpu().double() - cpu_model(ids)).abs().max() < tol
+    for k in (1, 4, 10):
+        assert (prefill_then_step(model, ids.to(device), k) - full).abs().max() < tol, k
+    out = mm.generate(model, ids[:1, :6].to(device), max_new_tokens=4, temperature=0.0)
+    assert out.device.type == device.type
+    for t in range(6, 10):
+        assert out[0, t] == model(out[:, :t])[0, -1, :VOCAB].argmax()
+
+
 def test_three_continuations_in_a_row():
     model = _model(dtype=F64)
     ids = _ids(l=17)

@@ -69,6 +69,31 @@ def test_three_forms_agree_float64(l, g):
         assert _max_diff(mm.ssd_chunked(*args, chunk_size=Q, **kw), ref) < 1e-12, Q
 
 
+def test_three_forms_agree_on_each_device(device):
+    """On every device present: the forms in float64 (float32 on MPS, which lacks float64) against
+    the sequential form run in float64 on the CPU, outputs, final states and gradients."""
+    dtype = torch.float32 if device.type == "mps" else F64
+    tol = 2e-4 if dtype == torch.float32 else 1e-12
+    args, kw = _inputs(l=70, g=2, seed=11)
+    ref_args = [a.detach().clone().requires_grad_() for a in args]
+    ref_y, ref_h = mm.ssd_sequential(*ref_args, **kw)
+    gy, gh = torch.randn_like(ref_y), torch.randn_like(ref_h)
+    ref_grads = torch.autograd.grad((ref_y * gy).sum() + (ref_h * gh).sum(), ref_args)
+    to = lambda t: t.to(device, dtype) if torch.is_tensor(t) else t  # noqa: E731
+    forms = {"chunked": lambda *a, **k: mm.ssd_chunked(*a, chunk_size=16, **k),
+             "quadratic": mm.ssd_quadratic, "sequential": mm.ssd_sequential}
+    for method, form in forms.items():
+        dev_args = [to(a).requires_grad_() for a in args]
+        y, h = form(*dev_args, **{k: to(v) for k, v in kw.items()})
+        assert y.device.type == device.type and h.device.type == device.type
+        scale = ref_y.abs().max()
+        assert (y.cpu().double() - ref_y).abs().max() / scale < tol, method
+        assert (h.cpu().double() - ref_h).abs().max() / ref_h.abs().max() < tol, method
+        grads = torch.autograd.grad((y * to(gy)).sum() + (h * to(gh)).sum(), dev_args)
+        for name, g, r in zip("x dt A B C".split(), grads, ref_grads):
+            assert (g.cpu().double() - r).abs().max() / r.abs().max() < tol, (method, name)
+
+
 @pytest.mark.parametrize("options", [
     dict(), dict(D="hp"), dict(dt_limit=(0.05, 0.5)), dict(no_initial=True), dict(no_z=True),
 ], ids=["all", "D_per_channel", "dt_limit", "zero_initial_state", "no_gate"])
