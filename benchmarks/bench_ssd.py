@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 import minimamba_core as mm
 
@@ -57,6 +58,32 @@ def _official_kernel():
         x, dt, A, B, C, chunk, D=D, dt_bias=dt_bias, dt_softplus=True)
 
 
+def _source_version() -> str | None:
+    """What ``$MAMBA_SSM_SRC`` holds: the first line of its ``VERSION`` file (repository, commit,
+    date; written by whoever copied the sources), else the path alone."""
+    src = os.environ.get("MAMBA_SSM_SRC")
+    if not src:
+        return None
+    version = Path(src) / "VERSION"
+    return version.read_text().splitlines()[0] if version.is_file() else src
+
+
+def _official_listing():
+    """The paper's Listing 1, ``ssd_minimal_discrete`` (``mamba_ssm/modules/ssd_minimal.py`` from
+    ``$MAMBA_SSM_SRC``), wrapped to the same function: ``dt`` biased and softplused, ``X = dt x``,
+    ``A dt`` per step, ``B, C`` repeated over the heads of their group, ``+ D x``."""
+    _official_kernel()  # registers the empty packages; the listing's module imports the kernel's
+    from mamba_ssm.modules.ssd_minimal import ssd_minimal_discrete
+
+    def run(x, dt, A, B, C, D, dt_bias, chunk):
+        dt = F.softplus(dt + dt_bias)  # (b, l, h)
+        r = x.shape[2] // B.shape[2]
+        y, _ = ssd_minimal_discrete(x * dt[..., None], A * dt, B.repeat_interleave(r, 2),
+                                    C.repeat_interleave(r, 2), chunk)
+        return y + D[:, None] * x
+    return run
+
+
 def _ours(compiled=False):
     fn = lambda x, dt, A, B, C, D, dt_bias, chunk: mm.ssd_chunked(  # noqa: E731
         x, dt, A, B, C, chunk, D=D, dt_bias=dt_bias, dt_softplus=True)
@@ -75,9 +102,10 @@ def _ours(compiled=False):
 
 
 METHODS = {"ours_eager": lambda: _ours(), "ours_compiled": lambda: _ours(compiled=True),
-           "transformers_torch": _transformers, "mamba_ssm_triton": _official_kernel}
+           "transformers_torch": _transformers, "mamba_ssm_triton": _official_kernel,
+           "official_listing": _official_listing}
 DEFAULT_METHODS = {"cpu": ["ours_eager", "transformers_torch"],
-                   "cuda": ["ours_eager", "ours_compiled", "transformers_torch", "mamba_ssm_triton"]}
+                   "cuda": ["ours_eager", "ours_compiled", "transformers_torch", "mamba_ssm_triton", "official_listing"]}
 
 
 def make_inputs(b, l, h, p, n, g, dtype, device, seed):
@@ -127,14 +155,14 @@ def main(argv=None):
     p.add_argument("--chunks", type=int, nargs="+", help="chunk lengths to time (None: the shape's, 256)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--budget-s", type=float, default=6.0, help="timed seconds per measurement")
-    p.add_argument("--tf32", action="store_true", help="allow TF32 matrix products (our float32 path; "
-                   "the Triton kernel uses TF32 whatever this says)")
+    p.add_argument("--tf32", choices=["off", "on", "both"], default="off",
+                   help="TF32 matrix products for the PyTorch methods (rows say which: variant "
+                   "'chunkQ-tf32'); the Triton kernel uses TF32 whatever this says")
     p.add_argument("--out", help="results JSON (default: results/<machine>-<date>.json; at the smoke size, "
                    "a file in the temporary directory)")
     args = p.parse_args(argv)
     device = common.parse_device(p, args.device)
     torch.set_num_threads(args.threads)
-    torch.backends.cuda.matmul.allow_tf32 = args.tf32
     kind = device.type
     shape, lengths = dict(SHAPES[kind]), args.lengths or LENGTHS[kind]
     methods = args.methods or DEFAULT_METHODS[kind]
@@ -142,34 +170,53 @@ def main(argv=None):
         shape, lengths, args.repeats = dict(b=1, h=4, p=8, n=16, g=1, chunk=16), [40], 2
         methods = [m for m in methods if m != "ours_compiled"]
     out = args.out or common.default_out(device)
+    tf32_settings = {"off": [False], "on": [True], "both": [False, True]}[args.tf32]
     rows, errors = [], {}
     for name in methods:
-        try:
-            fn = METHODS[name]()
-            errors[name] = error_vs_float64(fn, shape, device)
-        except Exception as err:  # noqa: BLE001 - a peer that cannot run here is a status row
-            rows.append(dict(method=name, status=f"unavailable: {type(err).__name__}: {str(err)[:160]}"))
-            print(f"skipping {name}: {rows[-1]['status']}", flush=True)
+        for tf32 in tf32_settings:
+            if tf32 and name == "mamba_ssm_triton":
+                continue  # TF32 whatever the setting: its one row is measured with TF32 off for the rest
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+            try:
+                fn = METHODS[name]()
+                errors[name, tf32] = error_vs_float64(fn, shape, device)
+            except Exception as err:  # noqa: BLE001 - a peer that cannot run here is a status row
+                rows.append(dict(method=name, status=f"unavailable: {type(err).__name__}: {str(err)[:160]}"))
+                print(f"skipping {name}: {rows[-1]['status']}", flush=True)
     chunks = [shape["chunk"]] if common.quick() or not args.chunks else args.chunks
+
+    machine = common.machine_info(device)
+
+    def save(rows):
+        payload = dict(shape=shape, tf32=args.tf32, machine=machine, rows=list(rows),
+                       date=time.strftime("%Y-%m-%d"), mamba_ssm_src=_source_version())
+        common.write_results(out, f"ssd-{kind}", payload)
+        return payload
+
     for l, chunk in ((l, q) for l in lengths for q in chunks):
         for mode in args.modes:
-            for i, name in enumerate(m for m in methods if m in errors):
+            for i, (name, tf32) in enumerate(k for k in ((m, t) for m in methods for t in tf32_settings)
+                                             if k in errors):
+                torch.backends.cuda.matmul.allow_tf32 = tf32
                 inp = make_inputs(shape["b"], l, shape["h"], shape["p"], shape["n"], shape["g"], torch.float32,
                                   device, seed=l + i)
                 fn = METHODS[name]()
-                row = dict(method=name, L=l, dtype="float32", mode=mode, variant=f"chunk{chunk}",
-                           rel_err_vs_float64=errors[name])
+                row = dict(method=name, L=l, dtype="float32", mode=mode,
+                           variant=f"chunk{chunk}" + ("-tf32" if tf32 else ""),
+                           rel_err_vs_float64=errors[name, tf32])
+                if name == "mamba_ssm_triton":
+                    row["status_note"] = "the kernel's matrix products run in TF32"
                 row.update(common.measure(one_call(fn, inp, chunk, mode), device, repeats=args.repeats,
                                           budget_s=args.budget_s))
                 if getattr(fn, "fell_back", False):
                     row["status_note"] = "torch.compile failed: eager fallback"
                 rows.append(row)
+                save(rows)  # after every row: a run stopped early keeps what it measured
                 shown = f"{row['ms']:.2f} ms, {row.get('peak_mb', 0):.0f} MB" if "ms" in row else row["status"]
-                print(f"{kind} L={l:6d} Q={chunk:4d} {mode:7s} {name:20s} {shown}", flush=True)
+                print(f"{kind} L={l:6d} Q={chunk:4d} {mode:7s} {name:20s} tf32={tf32!s:5} {shown}", flush=True)
                 del inp
-    payload = dict(shape=shape, tf32=args.tf32, machine=common.machine_info(device), rows=rows,
-                   date=time.strftime("%Y-%m-%d"), mamba_ssm_src=os.environ.get("MAMBA_SSM_SRC"))
-    common.write_results(out, f"ssd-{kind}", payload)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    payload = save(rows)
     print(f"wrote {out}")
     return payload
 
