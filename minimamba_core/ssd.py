@@ -46,11 +46,18 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from .checks import check_ssd_inputs, scan_output_dtype
 
 METHODS = ("chunked", "quadratic", "sequential")
 NO_LIMIT = (0.0, math.inf)
+#: The chunked form's largest decay matrix, in bytes: step 1 runs over slices of the heads of each
+#: group so that one slice's ``(b, heads, c, Q, Q)`` tensor stays below this, and with gradients on
+#: it keeps none of them for the backward (``torch.utils.checkpoint``: recomputed there, slice by
+#: slice). At the 130m-sized shape on a GPU (``b = 4``, ``l = 8192``, 24 heads, ``Q = 256``) the whole
+#: tensor is 805 MB in float32 (benchmarks/README.md, "Mamba-2"). ``math.inf``: one slice, kept.
+DECAY_BLOCK_BYTES = 2 ** 28
 
 
 def segsum(a: torch.Tensor) -> torch.Tensor:
@@ -227,12 +234,13 @@ def ssd_chunked(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Ten
     dtc = chunks(dt)  # (b, c, Q, h)
     Xdt = chunks(x * dt[..., None]).unflatten(3, (g, r))  # (b, c, Q, g, r, p): dt_s x_s
     a = (dtc * A).permute(0, 3, 1, 2)  # (b, h, c, Q): log-decay of each step
-    L = decay_matrix(a).unflatten(1, (g, r))  # (b, g, r, c, Q, Q): exp(segsum(a))
     # 1. inside the chunks: C_t . B_s once per group, the decay per head
     scores = torch.einsum("bclgn,bcsgn->bgcls", Cc, Bc)  # (b, g, c, Q, Q)
-    Y_diag = torch.einsum("bgrcls,bcsgrp->bclgrp", L * scores[:, :, None], Xdt)  # (b, c, Q, g, r, p)
-    # 2. each chunk's final state, from its own inputs (decay from step s to the chunk's end)
-    to_end = L[..., -1, :].permute(0, 3, 4, 1, 2)  # (b, c, Q, g, r)
+    Y_diag = _diagonal_blocks(scores, a.unflatten(1, (g, r)), Xdt)  # (b, c, Q, g, r, p)
+    # 2. each chunk's final state, from its own inputs: the decay from step s to the chunk's end is
+    # exp(a[s+1] + ... + a[Q-1]), a running sum from the end (its own terms, as in segsum)
+    tail = a.flip(-1).cumsum(-1).flip(-1)  # (b, h, c, Q): a[s] + ... + a[Q-1]
+    to_end = torch.exp(F.pad(tail[..., 1:], (0, 1))).unflatten(1, (g, r)).permute(0, 3, 4, 1, 2)  # (b, c, Q, g, r)
     states = torch.einsum("bcsgrp,bcsgn->bcgrpn", Xdt * to_end[..., None], Bc)  # (b, c, g, r, p, n)
     states = states.flatten(2, 3)  # (b, c, h, p, n)
     # 3. the recurrence between chunks: state entering chunk j = sum_i decay(i -> j) states_i
@@ -249,6 +257,34 @@ def ssd_chunked(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Ten
     y = (Y_diag + Y_off * from_start[..., None]).flatten(3, 4).flatten(1, 2)[:, :l]  # (b, l, h, p)
     y = _finish(y, x, D, z, out_dtype)
     return (y, final) if return_final_states else y
+
+
+def _diagonal_block(scores: torch.Tensor, a: torch.Tensor, Xdt: torch.Tensor) -> torch.Tensor:
+    """Step 1 for some heads: ``Y = (L o C B^T) (dt X)`` inside every chunk.
+
+    ``scores (b, g, c, Q, Q)`` = ``C_t . B_s``; ``a (b, g, r, c, Q)`` the log-decays of ``r`` heads
+    per group; ``Xdt (b, c, Q, g, r, p)``. Returns ``(b, c, Q, g, r, p)``.
+    """
+    L = decay_matrix(a)  # (b, g, r, c, Q, Q): exp(segsum(a))
+    return torch.einsum("bgrcls,bcsgrp->bclgrp", L * scores[:, :, None], Xdt)
+
+
+def _diagonal_blocks(scores: torch.Tensor, a: torch.Tensor, Xdt: torch.Tensor) -> torch.Tensor:
+    """:func:`_diagonal_block` over slices of the heads of each group, each slice's decay matrix at
+    most :data:`DECAY_BLOCK_BYTES`; with several slices and gradients on, each slice is recomputed in
+    the backward instead of kept (the same numbers: the heads are independent here)."""
+    b, g, r, c, Q = a.shape
+    per_head = b * g * c * Q * Q * a.element_size()  # one head of each group
+    step = max(1, min(r, int(DECAY_BLOCK_BYTES // per_head))) if DECAY_BLOCK_BYTES < math.inf else r
+    if step >= r:
+        return _diagonal_block(scores, a, Xdt)
+    recompute = torch.is_grad_enabled() and any(t.requires_grad for t in (scores, a, Xdt))
+    parts = []
+    for i in range(0, r, step):
+        args = (scores, a[:, :, i:i + step], Xdt[:, :, :, :, i:i + step])
+        parts.append(checkpoint(_diagonal_block, *args, use_reentrant=False) if recompute
+                     else _diagonal_block(*args))
+    return torch.cat(parts, dim=4)  # (b, c, Q, g, r, p)
 
 
 def ssd(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,

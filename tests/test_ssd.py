@@ -7,6 +7,7 @@ head's group by index (the regression check of transformers PR #37533, ``repeat`
 """
 
 import math
+import sys
 
 import pytest
 import torch
@@ -92,6 +93,30 @@ def test_three_forms_agree_on_each_device(device):
         grads = torch.autograd.grad((y * to(gy)).sum() + (h * to(gh)).sum(), dev_args)
         for name, g, r in zip("x dt A B C".split(), grads, ref_grads):
             assert (g.cpu().double() - r).abs().max() / r.abs().max() < tol, (method, name)
+
+
+def test_sliced_decay_matrices_are_the_same_function_and_are_not_kept(monkeypatch):
+    """Step 1 over slices of heads (``DECAY_BLOCK_BYTES``) gives the same outputs and gradients,
+    and with gradients on keeps no per-head ``(Q, Q)`` matrix for the backward (recomputed there)."""
+    ssd_module = sys.modules["minimamba_core.ssd"]  # the module; mm.ssd is the function
+
+    args, kw = _inputs(b=2, l=70, h=6, g=2, seed=13)
+    leaves = [t.detach().clone().requires_grad_() for t in args]
+
+    def run():
+        y, h = mm.ssd_chunked(*leaves, chunk_size=16, **kw)
+        grads = torch.autograd.grad((y ** 2).sum() + h.sum(), leaves)
+        return y, h, grads
+
+    y0, h0, g0 = run()
+    monkeypatch.setattr(ssd_module, "DECAY_BLOCK_BYTES", 1)  # one head per slice
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(tuple(t.shape)) or t, lambda t: t):
+        y1, h1, g1 = run()
+    assert torch.equal(y0, y1) and torch.equal(h0, h1)
+    assert _max_diff(g0, g1) < 1e-12  # A's gradient sums the slices in another order
+    # (b, g, r, c, Q, Q) per head: none kept (without slices there are three); C B^T per group stays
+    assert saved and not [shape for shape in saved if shape[-2:] == (16, 16) and len(shape) == 6], saved
 
 
 @pytest.mark.parametrize("options", [
