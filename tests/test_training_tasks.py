@@ -238,3 +238,53 @@ def test_shipped_induction_heads_model_extrapolates():
     for length, n in ((256, 128), (1024, 64)):
         x, y = tasks.induction_heads(n, length, 16, generator=torch.Generator().manual_seed(length))
         assert evaluate(s6, x, y, batch_size=64, chunk_len=512)["accuracy"] >= 0.95, length
+
+
+def test_shipped_lti_folders_with_shared_b_c_still_load(tmp_path):
+    """Folders written before per-channel B, C: flagged "shared" (or no flag at all) load as such."""
+    for name in ("sc_lti_64", "ih_lti"):
+        meta = json.loads((TASKS_DIR / name / "config.json").read_text())
+        if meta.get("lti_bc", "shared") != "shared":
+            continue  # already replaced by a per-channel model
+        model, _ = tasks.load_task_model(TASKS_DIR / name)
+        assert model.backbone.layers[0].mixer.bc == "shared"
+        assert model.backbone.layers[0].mixer.B_lti.shape == (16,)
+    model = tasks.task_model(16, d_model=32, selective=False, seed=0, lti_bc="shared")
+    folder = tasks.save_task_model(model, tmp_path / "old")
+    meta = json.loads((folder / "config.json").read_text())
+    del meta["lti_bc"]  # as written before the flag existed
+    (folder / "config.json").write_text(json.dumps(meta))
+    assert tasks.load_task_model(folder)[0].backbone.layers[0].mixer.bc == "shared"
+
+
+def _script(name):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_train_tasks_gives_s6_and_lti_the_same_budget_and_eval_tasks_reads_them(tmp_path):
+    train, ev = _script("train_tasks"), _script("eval_tasks")
+    common = ["--task", "induction_heads", "--seqlen", "16", "--steps", "3", "--batch-size", "4",
+              "--eval-size", "8", "--eval-every", "2", "--stop-at", "2", "--extrapolate", "--device", "cpu",
+              "--no-progress"]
+    s6 = train.main(common + ["--out", str(tmp_path / "s6")])
+    lti = train.main(common + ["--lti", "--out", str(tmp_path / "lti")])
+    for key in ("steps_done", "sequences_seen", "schedule"):
+        assert s6[key] == lti[key], key
+    assert s6["sequences_seen"] == 12 and lti["settings"]["lti_bc"] == "channel"
+    report = ev.main([str(tmp_path / "s6"), str(tmp_path / "lti"), "--out", str(tmp_path / "e.json"),
+                      "--ih-rows", "5", "--factors", "1", "2", "--chunk-len", "8", "--device", "cpu"])
+    entry = report["models"][str(tmp_path / "lti")]
+    assert entry["lti_bc"] == "channel" and entry["total_sequences"] == 12
+    assert set(entry["results"]) == {"16", "32"} and entry["results"]["32"]["rows"] == 5
+    # chunked (cache carried) per-row accuracies equal the whole-row ones
+    model, _ = tasks.load_task_model(tmp_path / "lti")
+    x, y = tasks.induction_heads(5, 32, 16, generator=torch.Generator().manual_seed(30_032))
+    acc = ev.row_accuracies(model, x, y, batch_size=2, chunk_len=8)
+    assert torch.equal(acc, ev.row_accuracies(model, x, y, batch_size=5, chunk_len=64))
+    stderr = float(acc.std()) / 5 ** 0.5
+    assert entry["results"]["32"]["accuracy"] == round(float(acc.mean()), 4)
+    assert entry["results"]["32"]["stderr"] == round(stderr, 4)
