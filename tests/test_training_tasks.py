@@ -137,7 +137,7 @@ def test_save_and_load_task_model(tmp_path, selective, bc):
 def _channel_mixer(seed=0):
     """A float64 per-channel LTI mixer with non-default A, delta, B, C (no init structure to hide behind)."""
     torch.manual_seed(seed)
-    mixer = tasks.task_model(16, selective=False, seed=seed).backbone.layers[0].mixer.double()
+    mixer = tasks.task_model(16, selective=False, seed=seed, lti_bc="channel").backbone.layers[0].mixer.double()
     with torch.no_grad():
         mixer.A_log.add_(0.3 * torch.randn_like(mixer.A_log))
         mixer.dt_lti.normal_()
@@ -181,7 +181,7 @@ def test_lti_fft_path_equals_the_per_channel_recurrence():
 
 def test_lti_mixer_forward_prefill_continuation_step_and_mask():
     mixer = _channel_mixer(1)
-    model = tasks.task_model(16, selective=False, seed=1).double().eval()
+    model = tasks.task_model(16, selective=False, seed=1, lti_bc="channel").double().eval()
     model.backbone.layers[0].mixer.load_state_dict(mixer.state_dict())
     x, _ = tasks.induction_heads(3, 20, 16, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
