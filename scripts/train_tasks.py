@@ -17,6 +17,12 @@ each ``config.json``; the GPU batches are ``scripts/train_all_gpu.sh``):
 * ``ih_s6``: induction heads trained at 256, 602 steps of batch 128 (GPU shared seven ways), then
   1081 steps of batch 256 (``--init``); ``ih_lti``: the LTI model, 591 steps of batch 128.
 
+The same budget for S6 and LTI: give both the same ``--steps``, ``--batch-size``, ``--lr``,
+``--warmup`` and ``--seed``, with neither ``--budget-seconds`` nor ``--max-seconds`` (a time
+budget gives the faster model more steps) and ``--stop-at 2`` (no early stop); ``config.json``
+then records the same ``steps_done``, ``sequences_seen`` and ``schedule`` for both. Stage 3 of
+``scripts/train_all_gpu.sh`` does this, and ``scripts/eval_tasks.py`` evaluates the results.
+
 Each run trains the paper's task model (2 layers, ``d_model = 64``, ``d_state = 16``,
 vocabulary 16; Gu & Dao 2023, Appendix E.1) on freshly drawn batches, evaluates a fixed
 validation set (its own seed) every ``--eval-every`` steps, stops early once that set is
@@ -46,6 +52,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--task", choices=tasks.TASKS, required=True)
     p.add_argument("--lti", action="store_true", help="the LTI ablation (delta, B, C independent of the input)")
+    p.add_argument("--lti-bc", choices=tasks.LTI_BC, default="channel",
+                   help="the LTI model's B, C: per channel (the paper's S4, default) or shared over channels")
     p.add_argument("--seqlen", type=int, default=256, help="training length (selective copying: the context L)")
     p.add_argument("--n-tokens", type=int, default=8, help="selective copying: tokens to copy, k")
     p.add_argument("--vocab-size", type=int, default=16)
@@ -84,12 +92,15 @@ def main(argv=None) -> dict:
     if device.type == "cuda":
         torch.set_float32_matmul_precision("high")  # TF32 matrix products
     model = tasks.task_model(args.vocab_size, args.d_model, args.n_layer, selective=not args.lti,
-                             seed=args.seed).to(device)
+                             seed=args.seed, lti_bc=args.lti_bc).to(device)
     earlier = None
     if args.init is not None:  # continue an earlier run: same kind of model, its weights
         previous, earlier = tasks.load_task_model(args.init)
         if tasks.is_selective(previous) == args.lti:
             raise ValueError(f"--init {args.init} holds a {'S6' if tasks.is_selective(previous) else 'LTI'} model")
+        if args.lti and previous.backbone.layers[0].mixer.bc != args.lti_bc:
+            raise ValueError(f"--init {args.init} holds B, C {previous.backbone.layers[0].mixer.bc!r}, "
+                             f"not --lti-bc {args.lti_bc!r}")
         model.load_state_dict(previous.state_dict())
     gen = torch.Generator().manual_seed(args.seed + 1 + (len(earlier.get("stages", [])) + 1 if earlier else 0))
 
@@ -131,6 +142,9 @@ def main(argv=None) -> dict:
         + " ".join(argv if argv is not None else sys.argv[1:]),
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "steps_done": len(hist.steps), "train_seconds": round(hist.seconds, 1),
+        "sequences_seen": len(hist.steps) * args.batch_size,
+        "schedule": {"lr": args.lr, "warmup": min(100, args.steps // 10) if args.warmup is None else args.warmup,
+                     "shape": "linear warm-up, then cosine to 0.1 lr over --steps (training.loop.lr_at)"},
         "device": mm.describe_device(device), "torch": torch.__version__,
         "eval_steps": hist.eval_steps, "val_accuracy": [round(e["accuracy"], 4) for e in hist.evals],
         "results": results,
@@ -139,6 +153,8 @@ def main(argv=None) -> dict:
         stages = earlier.pop("stages", [])
         info["stages"] = stages + [earlier]
         info["total_steps"] = sum(st["steps_done"] for st in info["stages"]) + info["steps_done"]
+        info["total_sequences"] = sum(st.get("sequences_seen", st["steps_done"] * st["settings"]["batch_size"])
+                                      for st in info["stages"]) + info["sequences_seen"]
     tasks.save_task_model(model, args.out, info)
     print(json.dumps({"out": str(args.out), "steps": info["steps_done"], "seconds": info["train_seconds"],
                       **results}), flush=True)

@@ -3,6 +3,7 @@ ablation, and the shipped task models (their plots: ``test_viz_training.py``).""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -65,8 +66,9 @@ def test_generators_reject_bad_arguments(call, match):
 
 # ---- the LTI ablation ----------------------------------------------------------------------
 
-def test_lti_parameters_do_not_depend_on_the_input():
-    model = tasks.task_model(16, selective=False, seed=0)
+@pytest.mark.parametrize("bc", tasks.LTI_BC)
+def test_lti_parameters_do_not_depend_on_the_input(bc):
+    model = tasks.task_model(16, selective=False, seed=0, lti_bc=bc)
     mixer = model.backbone.layers[1].mixer
     assert isinstance(mixer, tasks.LTIMixer) and not hasattr(mixer, "x_proj")
     with torch.no_grad():
@@ -76,14 +78,15 @@ def test_lti_parameters_do_not_depend_on_the_input():
     assert torch.equal(d1, d1[:1, :1].expand_as(d1))
     s6 = tasks.task_model(16, selective=True, seed=0)
     assert tasks.is_selective(s6) and not tasks.is_selective(model)
-    assert s6.num_parameters() - model.num_parameters() == 2 * (128 * 36 - 4 - 32)  # x_proj vs dt, B, C
+    n_bc = 2 * 16 if bc == "shared" else 2 * 128 * 16  # B, C: (N,) each, or (d_inner, N) each
+    assert s6.num_parameters() - model.num_parameters() == 2 * (128 * 36 - 4 - n_bc)  # x_proj vs dt, B, C
 
 
 def test_lti_scan_is_a_convolution():
     """With constant delta, B, C the scan equals y_t = sum_j K_j x_{t-j}, K_j = C A_bar^j B_bar
     (notebook 01's kernel), computed here by explicit powers in float64."""
     torch.manual_seed(0)
-    mixer = tasks.task_model(16, selective=False, seed=1).backbone.layers[0].mixer.double()
+    mixer = tasks.task_model(16, selective=False, seed=1, lti_bc="shared").backbone.layers[0].mixer.double()
     with torch.no_grad():
         mixer.A_log.add_(0.3 * torch.randn_like(mixer.A_log))  # not the init's structure
         mixer.C_lti.normal_()
@@ -100,9 +103,9 @@ def test_lti_scan_is_a_convolution():
     assert torch.allclose(y[0], ref, atol=1e-12)
 
 
-@pytest.mark.parametrize("selective", [True, False])
-def test_task_model_forward_equals_step(selective):
-    model = tasks.task_model(16, selective=selective, seed=0).eval()
+@pytest.mark.parametrize("selective,bc", [(True, "channel"), (False, "channel"), (False, "shared")])
+def test_task_model_forward_equals_step(selective, bc):
+    model = tasks.task_model(16, selective=selective, seed=0, lti_bc=bc).eval()
     x, _ = tasks.induction_heads(2, 12, 16, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         full = model(x)
@@ -112,18 +115,107 @@ def test_task_model_forward_equals_step(selective):
     assert torch.allclose(torch.cat(steps, 1), full[:, 5:], atol=1e-5)
 
 
-@pytest.mark.parametrize("selective", [True, False])
-def test_save_and_load_task_model(tmp_path, selective):
-    model = tasks.task_model(16, d_model=32, selective=selective, seed=3)
+@pytest.mark.parametrize("selective,bc", [(True, "channel"), (False, "channel"), (False, "shared")])
+def test_save_and_load_task_model(tmp_path, selective, bc):
+    model = tasks.task_model(16, d_model=32, selective=selective, seed=3, lti_bc=bc)
     tasks.save_task_model(model, tmp_path / "m", {"note": "test"})
     loaded, info = tasks.load_task_model(tmp_path / "m")
     assert info == {"note": "test"} and tasks.is_selective(loaded) == selective
+    if not selective:
+        assert loaded.backbone.layers[0].mixer.bc == bc and loaded.backbone.layers[0].mixer.B_lti.shape == \
+            model.backbone.layers[0].mixer.B_lti.shape
+        meta = json.loads((tmp_path / "m" / "config.json").read_text())
+        assert meta["lti_bc"] == bc
     assert loaded.config == model.config
     sd, ld = model.state_dict(), loaded.state_dict()
     assert sd.keys() == ld.keys() and all(torch.equal(sd[k], ld[k]) for k in sd)
     assert loaded.lm_head.weight is loaded.backbone.embedding.weight  # still tied
     with pytest.raises(FileNotFoundError, match="task checkpoint"):
         tasks.load_task_model(tmp_path / "missing")
+
+
+def _channel_mixer(seed=0):
+    """A float64 per-channel LTI mixer with non-default A, delta, B, C (no init structure to hide behind)."""
+    torch.manual_seed(seed)
+    mixer = tasks.task_model(16, selective=False, seed=seed, lti_bc="channel").backbone.layers[0].mixer.double()
+    with torch.no_grad():
+        mixer.A_log.add_(0.3 * torch.randn_like(mixer.A_log))
+        mixer.dt_lti.normal_()
+        mixer.B_lti.normal_()
+        mixer.C_lti.normal_()
+    return mixer
+
+
+def _recurrence(x, mixer, h0=None):
+    """Hand-written reference: per channel d and state n, h = exp(dt_d A_dn) h + dt_d B_dn x_t,
+    y_t = sum_n C_dn h_n + D_d x_t (no gate), one step at a time in float64 (Gu & Dao 2023, eq. 2)."""
+    A = -torch.exp(mixer.A_log)
+    dt = F.softplus(mixer.dt_proj.weight @ mixer.dt_lti + mixer.dt_proj.bias)  # (d,)
+    b, l, d = x.shape
+    h = torch.zeros(b, d, A.shape[1], dtype=x.dtype) if h0 is None else h0.clone()
+    ys = []
+    for t in range(l):
+        for dd in range(d):
+            h[:, dd] = torch.exp(dt[dd] * A[dd]) * h[:, dd] + dt[dd] * mixer.B_lti[dd] * x[:, t, dd, None]
+        ys.append((h * mixer.C_lti).sum(-1))
+    return torch.stack(ys, 1), h
+
+
+def test_lti_fft_path_equals_the_per_channel_recurrence():
+    mixer = _channel_mixer()
+    x = torch.randn(2, 37, 128, dtype=torch.float64)
+    h0 = torch.randn(2, 128, 16, dtype=torch.float64)
+    with torch.no_grad():
+        log_A_bar, B_bar, C, _ = mixer.discretized(torch.float64)
+        ref, ref_h = _recurrence(x, mixer)
+        y, h = tasks.lti_scan_fft(x, log_A_bar, B_bar, C, return_last_state=True)
+        assert (y - ref).abs().max() < 1e-10 and (h - ref_h).abs().max() < 1e-10
+        ref, ref_h = _recurrence(x, mixer, h0)  # continuing from a state
+        y, h = tasks.lti_scan_fft(x, log_A_bar, B_bar, C, h0, return_last_state=True)
+        assert (y - ref).abs().max() < 1e-10 and (h - ref_h).abs().max() < 1e-10
+        y2, h2 = tasks.lti_scan_sequential(x, torch.exp(log_A_bar), B_bar, C, h0)
+        assert (y2 - ref).abs().max() < 1e-10 and (h2 - ref_h).abs().max() < 1e-10
+        K = tasks.lti_kernel(log_A_bar, B_bar, C, 5)  # K[d, j] = sum_n C A_bar^j B_bar, by hand at j = 3
+        assert (K[:, 3] - (C * torch.exp(log_A_bar) ** 3 * B_bar).sum(-1)).abs().max() < 1e-12
+
+
+def test_lti_mixer_forward_prefill_continuation_step_and_mask():
+    mixer = _channel_mixer(1)
+    model = tasks.task_model(16, selective=False, seed=1, lti_bc="channel").double().eval()
+    model.backbone.layers[0].mixer.load_state_dict(mixer.state_dict())
+    x, _ = tasks.induction_heads(3, 20, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        full = model(x)
+        cache = model.empty_cache(3)
+        parts = [model(x[:, :7], cache=cache), model(x[:, 7:15], cache=cache)]  # prefill, continuation
+        parts += [model.step(x[:, t:t + 1], cache) for t in range(15, 20)]
+        assert (torch.cat(parts, 1) - full).abs().max() < 1e-10
+        # left padding is skipped: a padded row gives the unpadded row's outputs
+        pad = torch.cat([torch.zeros(3, 4, dtype=torch.long), x], 1)
+        mask = torch.cat([torch.zeros(3, 4, dtype=torch.bool), torch.ones(3, 20, dtype=torch.bool)], 1)
+        padded = model(pad, attention_mask=mask)
+        assert (padded[:, 4:] - full).abs().max() < 1e-10
+    out = mm.generate(model.float(), x[:1, :10], max_new_tokens=3)
+    assert out.shape[-1] == 13
+
+
+def test_lti_b_c_are_per_channel():
+    """Changing channel 5's B (or C) changes channel 5's SSM output and no other channel's."""
+    mixer = _channel_mixer(2)
+    x = torch.randn(1, 16, 128, dtype=torch.float64)
+    with torch.no_grad():
+        y0 = tasks.lti_scan_fft(x, *mixer.discretized(torch.float64)[:3])
+        for name in ("B_lti", "C_lti"):
+            getattr(mixer, name)[5] += 1.0
+            y1 = tasks.lti_scan_fft(x, *mixer.discretized(torch.float64)[:3])
+            getattr(mixer, name)[5] -= 1.0
+            changed = (y1 - y0).abs().amax(dim=(0, 1)) > 1e-9  # (d,)
+            assert changed.nonzero().flatten().tolist() == [5]
+
+
+def test_lti_rejects_unknown_bc():
+    with pytest.raises(ValueError, match="lti_bc"):
+        tasks.task_model(16, selective=False, lti_bc="diagonal")
 
 
 # ---- the shipped task models ---------------------------------------------------------------
@@ -146,3 +238,53 @@ def test_shipped_induction_heads_model_extrapolates():
     for length, n in ((256, 128), (1024, 64)):
         x, y = tasks.induction_heads(n, length, 16, generator=torch.Generator().manual_seed(length))
         assert evaluate(s6, x, y, batch_size=64, chunk_len=512)["accuracy"] >= 0.95, length
+
+
+def test_shipped_lti_folders_with_shared_b_c_still_load(tmp_path):
+    """Folders written before per-channel B, C: flagged "shared" (or no flag at all) load as such."""
+    for name in ("sc_lti_64", "ih_lti"):
+        meta = json.loads((TASKS_DIR / name / "config.json").read_text())
+        if meta.get("lti_bc", "shared") != "shared":
+            continue  # already replaced by a per-channel model
+        model, _ = tasks.load_task_model(TASKS_DIR / name)
+        assert model.backbone.layers[0].mixer.bc == "shared"
+        assert model.backbone.layers[0].mixer.B_lti.shape == (16,)
+    model = tasks.task_model(16, d_model=32, selective=False, seed=0, lti_bc="shared")
+    folder = tasks.save_task_model(model, tmp_path / "old")
+    meta = json.loads((folder / "config.json").read_text())
+    del meta["lti_bc"]  # as written before the flag existed
+    (folder / "config.json").write_text(json.dumps(meta))
+    assert tasks.load_task_model(folder)[0].backbone.layers[0].mixer.bc == "shared"
+
+
+def _script(name):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_train_tasks_gives_s6_and_lti_the_same_budget_and_eval_tasks_reads_them(tmp_path):
+    train, ev = _script("train_tasks"), _script("eval_tasks")
+    common = ["--task", "induction_heads", "--seqlen", "16", "--steps", "3", "--batch-size", "4",
+              "--eval-size", "8", "--eval-every", "2", "--stop-at", "2", "--extrapolate", "--device", "cpu",
+              "--no-progress"]
+    s6 = train.main(common + ["--out", str(tmp_path / "s6")])
+    lti = train.main(common + ["--lti", "--out", str(tmp_path / "lti")])
+    for key in ("steps_done", "sequences_seen", "schedule"):
+        assert s6[key] == lti[key], key
+    assert s6["sequences_seen"] == 12 and lti["settings"]["lti_bc"] == "channel"
+    report = ev.main([str(tmp_path / "s6"), str(tmp_path / "lti"), "--out", str(tmp_path / "e.json"),
+                      "--ih-rows", "5", "--factors", "1", "2", "--chunk-len", "8", "--device", "cpu"])
+    entry = report["models"][str(tmp_path / "lti")]
+    assert entry["lti_bc"] == "channel" and entry["total_sequences"] == 12
+    assert set(entry["results"]) == {"16", "32"} and entry["results"]["32"]["rows"] == 5
+    # chunked (cache carried) per-row accuracies equal the whole-row ones
+    model, _ = tasks.load_task_model(tmp_path / "lti")
+    x, y = tasks.induction_heads(5, 32, 16, generator=torch.Generator().manual_seed(30_032))
+    acc = ev.row_accuracies(model, x, y, batch_size=2, chunk_len=8)
+    assert torch.equal(acc, ev.row_accuracies(model, x, y, batch_size=5, chunk_len=64))
+    stderr = float(acc.std()) / 5 ** 0.5
+    assert entry["results"]["32"]["accuracy"] == round(float(acc.mean()), 4)
+    assert entry["results"]["32"]["stderr"] == round(stderr, 4)
