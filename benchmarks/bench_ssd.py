@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import math
 import os
 import sys
 import time
@@ -84,9 +85,19 @@ def _official_listing():
     return run
 
 
-def _ours(compiled=False):
+def _ours(compiled=False, sliced=True):
     fn = lambda x, dt, A, B, C, D, dt_bias, chunk: mm.ssd_chunked(  # noqa: E731
         x, dt, A, B, C, chunk, D=D, dt_bias=dt_bias, dt_softplus=True)
+    if not sliced:  # the decay matrices of all heads at once, kept for the backward
+        ssd_module = sys.modules["minimamba_core.ssd"]
+
+        def whole(*args):
+            before, ssd_module.DECAY_BLOCK_BYTES = ssd_module.DECAY_BLOCK_BYTES, math.inf
+            try:
+                return fn(*args)
+            finally:
+                ssd_module.DECAY_BLOCK_BYTES = before
+        return whole
     if not compiled:
         return fn
     compiled_fn = torch.compile(fn, dynamic=False)
@@ -102,6 +113,7 @@ def _ours(compiled=False):
 
 
 METHODS = {"ours_eager": lambda: _ours(), "ours_compiled": lambda: _ours(compiled=True),
+           "ours_eager_unsliced": lambda: _ours(sliced=False),
            "transformers_torch": _transformers, "mamba_ssm_triton": _official_kernel,
            "official_listing": _official_listing}
 DEFAULT_METHODS = {"cpu": ["ours_eager", "transformers_torch"],
