@@ -203,6 +203,20 @@ def test_left_padded_rows_equal_the_rows_alone(kw):
     assert torch.equal(out[0, 10:], mm.generate(model, ids[:1, 4:], max_new_tokens=4, temperature=0.0)[0, 6:])
 
 
+@torch.no_grad()
+def test_a_left_padded_continuation_skips_its_padding():
+    model = _model(n_layer=3, attn_layer_idx=[0, 2], rotary_emb_dim=8, max_position_embeddings=16)
+    ids = _ids(b=1, l=10)
+    full = model(ids)
+    cache = model.allocate_inference_cache(1)
+    model(ids[:, :5], cache=cache)
+    padded = torch.cat([torch.zeros(1, 2, dtype=torch.long), ids[:, 5:9]], dim=1)  # two padding steps
+    mask = torch.tensor([[0, 0, 1, 1, 1, 1]])
+    out = model(padded, cache=cache, attention_mask=mask)[:, 2:]
+    out = torch.cat([out, model.step(ids[:, 9:], cache)], dim=1)  # positions 5 .. 9, padding not counted
+    assert (out - full[:, 5:]).abs().max() < 1e-12
+
+
 # ---- positions beyond the table, precision -------------------------------------------------------
 
 @torch.no_grad()
