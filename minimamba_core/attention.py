@@ -277,13 +277,14 @@ class AttentionMixer(nn.Module):
         """torch's fused attention, ``(b, lq, H, hd)`` from ``k, v (b, lk, Hkv, hd)``; the same function as
         :func:`attention_reference`. ``plain``: no cache, no padding, so the causal mask is the kernel's own."""
         qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (b, heads, l, hd)
-        gqa = self.num_heads != self.num_heads_kv
+        if self.num_heads != self.num_heads_kv:  # query head h reads kv head h // group (torch >= 2.5
+            group = self.num_heads // self.num_heads_kv  # has enable_gqa; we support torch 2.1)
+            kt, vt = kt.repeat_interleave(group, dim=1), vt.repeat_interleave(group, dim=1)  # (b, H, lk, hd)
         if plain:
-            y = F.scaled_dot_product_attention(qt, kt, vt, is_causal=True, scale=self.softmax_scale, enable_gqa=gqa)
+            y = F.scaled_dot_product_attention(qt, kt, vt, is_causal=True, scale=self.softmax_scale)
         else:
             allowed = attention_mask_matrix(q.shape[1], k.shape[1], key_mask, q.device, q.shape[0])  # (b, lq, lk)
-            y = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=allowed[:, None], scale=self.softmax_scale,
-                                               enable_gqa=gqa)
+            y = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=allowed[:, None], scale=self.softmax_scale)
         return y.transpose(1, 2)  # (b, lq, H, hd)
 
     def step(self, hidden_t: torch.Tensor, cache: InferenceCache) -> torch.Tensor:
