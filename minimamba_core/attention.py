@@ -17,7 +17,7 @@ in that order, ``out_proj``), so a hybrid's attention weights load by name.
 
 Positions, two ways (the Mamba paper's MHA-RoPE and MHA-Abs rows, Gu & Dao 2023, Table 2):
 
-* rotary (Su et al. 2021, RoFormer, eq. 34): each pair of channels ``(x_a, x_b)`` of ``q`` and
+* rotary (Su et al. 2021, RoFormer, Section 3.4.2): each pair of channels ``(x_a, x_b)`` of ``q`` and
   ``k`` is rotated by the angle ``pos * base**(-2i / rotary_emb_dim)``, so that ``q_t . k_s``
   depends on ``t - s`` only. The pairs are ``(i, i + r/2)`` ("rotate half", GPT-NeoX) or
   ``(2i, 2i + 1)`` with ``rotary_emb_interleaved`` (GPT-J); channels beyond ``rotary_emb_dim``
@@ -64,7 +64,7 @@ ATTN_DEFAULTS = {"num_heads_kv": None, "head_dim": None, "qkv_proj_bias": True, 
 
 def rotary(x: torch.Tensor, positions: torch.Tensor, rotary_dim: int, base: float = 10000.0,
            interleaved: bool = False) -> torch.Tensor:
-    """Rotate the first ``rotary_dim`` channels of every head by position (RoPE, RoFormer eq. 34).
+    """Rotate the first ``rotary_dim`` channels of every head by position (RoPE, RoFormer Section 3.4.2).
 
     Args:
         x: ``(b, l, heads, head_dim)`` queries or keys, float32/float64.

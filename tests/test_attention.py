@@ -52,7 +52,7 @@ def test_reference_on_hand_computed_cases():
 
 
 def _rope_by_complex_numbers(x, positions, r, base, interleaved):
-    """RoPE as RoFormer writes it (Su et al. 2021, eq. 34): a pair of channels is one complex number
+    """RoPE as RoFormer writes it (Su et al. 2021, Section 3.4.2): a pair of channels is one complex number
     multiplied by exp(i * pos * base**(-2j / r)). Independent of the package's rotate-half code."""
     if r == 0:
         return x

@@ -3,7 +3,7 @@
 A sequence opens with ``num_kv_pairs`` key-value pairs ``k_1 v_1 k_2 v_2 ...``; every key then
 comes back once, as a query, somewhere in the rest of the sequence, and the model must answer the
 value bound to it. Attention solves it by looking the key up; a model with a fixed-size state
-must have stored every pair (Zoology, Section 3; its Figure 2 varies the sequence length 64-512
+must have stored every pair (Zoology's Figure 2 varies the sequence length 64-512
 and the pairs 4-64).
 
 Layout, as Zoology's generator builds it (``multiquery_ar`` and ``_mqar`` in
@@ -19,6 +19,12 @@ Layout, as Zoology's generator builds it (``multiquery_ar`` and ``_mqar`` in
 * the target at a query's position is its value (the next token to predict), ``-100`` elsewhere;
 * every other position is ``0``, or with ``random_non_queries`` a random token of ``0 .. V-1``
   (which may equal a key or a value: noise, as in Zoology).
+
+Differences from Zoology's generator, none changing the distribution of a batch: one batch at a
+time from a ``torch.Generator`` (Zoology draws fixed train and test sets with numpy's global
+seed); the slots are drawn by ``torch.multinomial`` without replacement, sequential draws
+renormalized as numpy's ``choice(replace=False, p=...)`` does; Zoology's asserts that
+``input_seq_len`` is even and smaller than ``vocab_size`` are not needed here and not made.
 """
 
 from __future__ import annotations
