@@ -6,7 +6,8 @@ Glossary (the paper's letters, used in every module):
 ``dt_rank`` (R), ``d_conv`` (k), ``x`` input, ``h`` state, ``y`` output, ``delta`` (the step
 size), ``A, B, C, D`` the SSM parameters, ``A_bar, B_bar`` their discretized forms. Mamba-2 adds
 ``nheads`` (H) heads of ``headdim`` (P) channels, ``ngroups`` (G) groups of heads sharing ``B``
-and ``C``, ``chunk_size`` (Q), and calls the step size ``dt``.
+and ``C``, ``chunk_size`` (Q), and calls the step size ``dt``. Attention (``attention.py``) has
+``num_heads`` query heads and ``num_heads_kv`` key/value heads of ``head_dim`` channels.
 """
 
 # The lesson, in reading order
@@ -16,6 +17,7 @@ from .scan import selective_scan, selective_scan_parallel, selective_scan_sequen
 from .ssd import ssd, ssd_chunked, ssd_quadratic, ssd_sequential
 from .mixer import MambaMixer
 from .mixer2 import Mamba2Mixer
+from .attention import AttentionMixer, attention_reference
 from .model import MambaLM, ResidualBlock
 from .cache import InferenceCache
 from .generate import generate, sample_next_token
@@ -28,6 +30,7 @@ from .interop import (CheckpointError, InferenceParams, Mamba, build_char_tokeni
 __version__ = "0.1.0"
 
 __all__ = [
+    "AttentionMixer",
     "CheckpointError",
     "InferenceCache",
     "InferenceParams",
@@ -39,6 +42,7 @@ __all__ = [
     "RMSNorm",
     "RMSNormGated",
     "ResidualBlock",
+    "attention_reference",
     "build_char_tokenizer",
     "describe_device",
     "generate",

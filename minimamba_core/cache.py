@@ -190,7 +190,10 @@ class InferenceCache:
                     f"{acc}: decoding would round every state to the cache's precision; {fix}")
 
     def reset(self) -> None:
-        """Zero every state and set ``seqlen_offset`` back to 0 (reuse for a new prompt)."""
+        """Zero every state and set ``seqlen_offset`` back to 0 (reuse for a new prompt).
+
+        An attention layer's keys and values keep their length, zeroed, but it reads only the
+        first ``seqlen_offset`` entries, so the next prefill replaces them (``attention.py``)."""
         for t in self.tensors():
             t.zero_()
         self.seqlen_offset = 0

@@ -36,10 +36,29 @@ SSM_NONE_ONLY = ("d_ssm", "conv_init")
 # A kind not listed takes Mamba-1's until its own issue adds it.
 LAYER_DEFAULTS = {"Mamba1": {"d_state": 16, "pad_vocab_size_multiple": 8},
                   "Mamba2": {"d_state": 128, "pad_vocab_size_multiple": 16}}
-# The keyword arguments of the official attention layer (mamba_ssm/modules/mha.py, ``MHA``).
+# The keyword arguments of the official attention layer (mamba_ssm/modules/mha.py, ``MHA``, commit
+# 60dadf2), and one MiniMamba extension: ``max_position_embeddings``, the rows of a learned absolute
+# position table (the Mamba paper's MHA-Abs rows; the official MHA has rotary positions only).
 ATTN_KEYS = ("num_heads", "num_heads_kv", "head_dim", "mlp_dim", "qkv_proj_bias", "out_proj_bias",
              "softmax_scale", "causal", "d_conv", "rotary_emb_dim", "rotary_emb_base",
-             "rotary_emb_interleaved")
+             "rotary_emb_interleaved", "max_position_embeddings")
+# attn_cfg keys -> (what a value must be, the check); absent keys take minimamba_core/attention.py's defaults
+_POSITIVE_INT = ("a positive int", lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0)
+_COUNT = ("an int >= 0", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0)
+_BOOL = ("a bool", lambda v: isinstance(v, bool))
+ATTN_VALUE_CHECKS = {
+    "num_heads": _POSITIVE_INT, "num_heads_kv": ("a positive int or null", lambda v: v is None or _POSITIVE_INT[1](v)),
+    "head_dim": ("a positive int or null", lambda v: v is None or _POSITIVE_INT[1](v)),
+    "mlp_dim": ("0 (an MLP inside the attention layer is not supported: use d_intermediate)", lambda v: v == 0),
+    "d_conv": ("0 (a convolution before attention is not supported)", lambda v: v == 0),
+    "causal": ("true (a language model's attention is causal)", lambda v: v is True),
+    "qkv_proj_bias": _BOOL, "out_proj_bias": _BOOL, "rotary_emb_interleaved": _BOOL,
+    "softmax_scale": ("a positive number or null", lambda v: v is None or (isinstance(v, (int, float))
+                                                                          and not isinstance(v, bool) and v > 0)),
+    "rotary_emb_dim": ("an even int >= 0", lambda v: _COUNT[1](v) and v % 2 == 0),
+    "rotary_emb_base": ("a positive number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0),
+    "max_position_embeddings": _COUNT,
+}
 ATTENTION = "MHA"  # the layer kind at the indices of ``attn_layer_idx``
 
 
@@ -78,7 +97,11 @@ class MambaConfig:
         d_intermediate: width of a gated MLP after each mixer (official ``GatedMLP``, rounded up
             to a multiple of 128); 0 (the default) for none.
         attn_layer_idx: indices of the layers that are attention (``"MHA"``) instead of SSM mixers.
-        attn_cfg: keyword arguments of those attention layers (``ATTN_KEYS``).
+        attn_cfg: keyword arguments of those attention layers (``ATTN_KEYS``: the official ``MHA``'s,
+            plus ``max_position_embeddings`` for learned absolute positions); ``num_heads`` is
+            required once the model is built. See :class:`minimamba_core.attention.AttentionMixer`
+            for the defaults; ``mlp_dim`` and ``d_conv`` other than 0 and ``causal`` other than
+            true are refused.
 
     Mamba-2 fields (``ssm_cfg["layer"] == "Mamba2"``; the official ``Mamba2`` defaults; set to
     anything else in a Mamba-1 config they raise, as the official ``Mamba`` would refuse them):
@@ -106,7 +129,9 @@ class MambaConfig:
             ``ngroups`` not dividing ``nheads``, ``dt_limit`` or ``A_init_range`` out of order, a
             Mamba-1 field (``dt_rank``, ``dt_init``, ``dt_scale``) set in a Mamba-2 config, a key given both
             flat and in ``ssm_cfg`` with different values, attention indices out of range or
-            repeated, ``attn_cfg`` without ``attn_layer_idx``.
+            repeated, ``attn_cfg`` without ``attn_layer_idx``, an ``attn_cfg`` value of the wrong
+            type or range (``ATTN_VALUE_CHECKS``), heads that do not divide ``d_model`` or each other,
+            ``rotary_emb_dim`` larger than a head.
     """
 
     d_model: int
@@ -265,6 +290,30 @@ class MambaConfig:
         if self.attn_cfg and not self.attn_layer_idx:
             raise ValueError("MambaConfig.attn_cfg is set but attn_layer_idx is empty: name the attention layers "
                              "in attn_layer_idx, or drop attn_cfg")
+        for key, value in self.attn_cfg.items():
+            what, ok = ATTN_VALUE_CHECKS[key]
+            if not ok(value):
+                raise ValueError(f"MambaConfig.attn_cfg[{key!r}] must be {what}, got {value!r}")
+        self._check_attn_heads()
+
+    def _check_attn_heads(self) -> None:
+        """Heads that fit: ``num_heads_kv`` divides ``num_heads``; ``d_model`` splits into heads; rotary fits a head."""
+        cfg = self.attn_cfg
+        heads, kv = cfg.get("num_heads"), cfg.get("num_heads_kv")
+        if heads is None:
+            return  # required, but only where an attention layer is built (AttentionMixer says so)
+        if kv is not None and heads % kv != 0:
+            raise ValueError(f"MambaConfig.attn_cfg: num_heads_kv={kv} must divide num_heads={heads} "
+                             f"(each key/value head serves num_heads / num_heads_kv query heads)")
+        head_dim = cfg.get("head_dim")
+        d_model = self.d_model if isinstance(self.d_model, int) else 0
+        if head_dim is None and d_model % heads != 0:
+            raise ValueError(f"MambaConfig.attn_cfg: num_heads={heads} must divide d_model={self.d_model}, "
+                             f"or give head_dim")
+        head_dim = head_dim or d_model // heads
+        if cfg.get("rotary_emb_dim", 0) > head_dim:
+            raise ValueError(f"MambaConfig.attn_cfg: rotary_emb_dim={cfg['rotary_emb_dim']} is larger than a "
+                             f"head (head_dim={head_dim})")
 
     @property
     def layer(self) -> str:

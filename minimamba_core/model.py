@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .attention import AttentionMixer
 from .cache import InferenceCache
 from .checks import check_attention_mask, check_input_ids
 from .config import MambaConfig
@@ -35,7 +36,7 @@ from .norm import RMSNorm
 # mixer class takes (config, layer_idx) and has forward(hidden, cache, attention_mask),
 # step(hidden_t, cache), state_shapes(batch_size), allocate_inference_cache(batch_size,
 # max_seqlen, dtype) and compute_dtype(). Later model generations register their own.
-MIXERS: dict[str, type[nn.Module]] = {"Mamba1": MambaMixer, "Mamba2": Mamba2Mixer}
+MIXERS: dict[str, type[nn.Module]] = {"Mamba1": MambaMixer, "Mamba2": Mamba2Mixer, "MHA": AttentionMixer}
 MIXER_METHODS = ("forward", "step", "state_shapes", "allocate_inference_cache", "compute_dtype")
 
 
@@ -243,13 +244,13 @@ class MambaLM(nn.Module):
         The ``mamba_ssm`` convention (``MambaLMHeadModel.allocate_inference_cache``, commit
         0cce0fa): each layer's mixer allocates its own states. ``dtype`` defaults to
         :meth:`compute_dtype`, so a float64 model gets float64 states and cached decoding equals
-        the full forward to float64 round-off. ``max_seqlen`` is accepted and unused (Mamba-1
-        states have a fixed size).
+        the full forward to float64 round-off. ``max_seqlen`` is accepted and unused (SSM
+        states have a fixed size; attention's keys and values grow as tokens come).
 
         Returns:
             ``InferenceCache`` with one entry per layer, each allocated by that layer's mixer (a
-            Mamba-1 layer: ``conv_state (b, d_inner, d_conv)``, ``ssm_state (b, d_inner, d_state)``),
-            ``seqlen_offset = 0``.
+            Mamba-1 layer: ``conv_state (b, d_inner, d_conv)``, ``ssm_state (b, d_inner, d_state)``;
+            an attention layer: empty ``key``, ``value``, ``key_mask``), ``seqlen_offset = 0``.
 
         Raises:
             ValueError: ``batch_size < 1``; a dtype other than float32/float64.

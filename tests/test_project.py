@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_public_api_is_exported():
     for name in ["MambaConfig", "RMSNorm", "selective_scan", "selective_scan_sequential",
                  "selective_scan_parallel", "MambaMixer", "ResidualBlock", "MambaLM", "InferenceCache",
-                 "generate", "pick_device", "describe_device"]:
+                 "generate", "pick_device", "describe_device", "AttentionMixer", "attention_reference"]:
         assert name in mm.__all__ and hasattr(mm, name), name
 
 

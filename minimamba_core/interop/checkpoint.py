@@ -350,7 +350,7 @@ def save_pretrained(model: MambaLM, directory: str | os.PathLike, layout: str = 
     if kinds not in (["MambaMixer"], ["Mamba2Mixer"]) or MIXER_OF[model.config.layer] != kinds[0]:
         raise ValueError(f"save_pretrained writes Mamba-1 or Mamba-2 checkpoints, whose mixers are all MambaMixer "
                          f"or all Mamba2Mixer as config.layer says ({model.config.layer!r}); this model's mixers are "
-                         f"{kinds}, which no Mamba loader reads (for the LTI task models use tasks.save_task_model)")
+                         f"{kinds}, which no Mamba loader reads (LTI task models, Transformers, hybrids: tasks.save_task_model)")
     config = model.config
     if layout == "official" and config.rms_norm_eps != 1e-5:
         raise ValueError(f"the official layout has no field for rms_norm_eps={config.rms_norm_eps} "

@@ -41,8 +41,9 @@ from ..config import MambaConfig
 from ..mixer import MambaMixer, autocast_off, causal_conv, causal_conv_step
 from ..model import MambaLM
 from .data import IGNORE_INDEX
+from .mqar import mqar
 
-TASKS = ("selective_copying", "induction_heads")
+TASKS = ("selective_copying", "induction_heads", "mqar")  # mqar: Zoology's recall task, in mqar.py
 
 
 def _check_positive(**values) -> None:
@@ -123,7 +124,10 @@ def induction_heads(batch_size: int, seqlen: int, vocab_size: int = 16,
 
 def make_batch(task: str, batch_size: int, seqlen: int, vocab_size: int = 16, n_tokens: int = 8,
                generator: torch.Generator | None = None):
-    """:func:`selective_copying` or :func:`induction_heads` by name (``n_tokens`` only for the first)."""
+    """:func:`selective_copying`, :func:`induction_heads` or :func:`~minimamba_core.training.mqar.mqar` by name
+    (``n_tokens``: the data tokens of the first, the key-value pairs of ``"mqar"``; unused by the second)."""
+    if task == "mqar":
+        return mqar(batch_size, seqlen, n_tokens, vocab_size, generator=generator)
     if task == "selective_copying":
         return selective_copying(batch_size, seqlen, n_tokens, vocab_size, generator)
     if task == "induction_heads":
