@@ -106,7 +106,7 @@ def plot_hippo_reconstruction(N: int = 16, signal: str = "smooth", length: int =
     ax1.plot(recon, color="C3", lw=1.5, label=f"read back from the state (N = {N})")
     ax1.set_xlabel("token k")
     ax1.set_title(f"the whole past from {N} numbers: rms error {rms:.2g}")
-    ax1.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=8)
+    fig.legend(*ax1.get_legend_handles_labels(), loc="outside lower left", ncol=2, fontsize=8)
     ax2.bar(np.arange(N), c, color="C0")
     ax2.axhline(0.0, color="0.6", lw=0.8)
     ax2.set_xlabel("state index n (Legendre degree)")
