@@ -390,7 +390,8 @@ WIDGETS = [(p.name, fn, controls) for p in OUR_NOTEBOOKS for fn, controls in _wi
 
 def test_notebooks_00_05_have_their_widgets():
     assert sorted({fn for _, fn, _ in WIDGETS}) == sorted(
-        ["plot_discretization", "plot_selection", "plot_scan_trace", "plot_scan_tree", "plot_mixer_scrub"])
+        ["plot_discretization", "plot_hippo_reconstruction", "plot_memory_horizons", "plot_mixer_scrub",
+         "plot_scan_trace", "plot_scan_tree", "plot_selection", "plot_state_evolution", "plot_write_read"])
 
 
 @pytest.mark.parametrize("notebook, fn_name, controls", WIDGETS, ids=[f"{n}:{f}" for n, f, _ in WIDGETS])

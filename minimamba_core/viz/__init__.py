@@ -5,16 +5,30 @@ Every plot function is a plain function of its slider values that returns ``(fig
 notebook shows a static call before the widget so it reads on GitHub, where widgets do not render.
 :func:`widget` wires a function to ``ipywidgets.interact``.
 
-One module per lesson group: ``ssm`` (notebooks 01, 02), ``scan`` (03, 04), ``block`` (05),
-``lm`` (06, 07), ``sampling`` (10), ``training`` (08, 09), ``selection`` (09), ``benchmarks`` (11 and
-``benchmarks/report.py``), ``ssd`` (12), ``mamba2`` (13); ``widgets`` holds :func:`widget` and the
-argument checks.
+One module per lesson group: ``intro`` (notebook 00), ``ssm`` (notebooks 01, 02), ``hippo``
+(01: HiPPO and the initialization of ``A``), ``projections`` (02: ``B`` and ``C``), ``scan``
+(03, 04), ``block`` (05), ``lm`` (06, 07), ``sampling`` (10), ``training`` (08, 09), ``selection``
+(09), ``benchmarks`` (11 and ``benchmarks/report.py``), ``ssd`` (12), ``mamba2`` (13); ``widgets``
+holds :func:`widget` and the argument checks.
 """
 
 from .benchmarks import benchmark_series, benchmark_table, loglog_slope, plot_benchmark, plot_loglog
 from .block import SCRUB_TEXT, mixer_scrub_example, mixer_selection, plot_mixer_scrub
+from .hippo import (
+    A_INITS,
+    HIPPO_SIGNALS,
+    hippo_signal,
+    init_A,
+    legendre_reconstruct,
+    legs_matrices,
+    legs_states,
+    plot_hippo_reconstruction,
+    plot_memory_horizons,
+)
+from .intro import plot_state_evolution, scalar_ssm
 from .lm import plot_cache_memory, plot_decode_error, plot_dt_init, plot_param_breakdown, plot_time_per_token
 from .mamba2 import CHUNK_STEPS, chunked_factors, plot_chunked_steps, plot_loss_comparison, plot_parameter_split
+from .projections import plot_write_read, state_bump, write_read
 from .sampling import plot_generation_controls, plot_sampling
 from .selection import TASK_NAMES, delta_ratio, plot_selection_trace, selection_trace, token_groups
 from .scan import (
@@ -49,6 +63,20 @@ from .training import (
 from .widgets import NOOP_ENV, widget
 
 __all__ = [
+    "A_INITS",
+    "HIPPO_SIGNALS",
+    "hippo_signal",
+    "init_A",
+    "legendre_reconstruct",
+    "legs_matrices",
+    "legs_states",
+    "plot_hippo_reconstruction",
+    "plot_memory_horizons",
+    "plot_state_evolution",
+    "plot_write_read",
+    "scalar_ssm",
+    "state_bump",
+    "write_read",
     "B_BAR_RULES",
     "CHUNK_STEPS",
     "DISCRETIZATIONS",
