@@ -146,3 +146,25 @@ def test_ssd_benchmark_writes_rows_and_errors(tmp_path):
     timed = [r for r in section["rows"] if "ms" in r]
     assert {r["method"] for r in timed} == {"ours_eager", "transformers_torch"}
     assert all(r["rel_err_vs_float64"] < 1e-5 for r in timed)  # float32 against the float64 recurrence
+
+
+def test_kernel_sources_are_imported_without_staying_registered(tmp_path, monkeypatch):
+    """The official sources load from ``$MAMBA_SSM_SRC`` bypassing their ``__init__``, and leave no
+    ``mamba_ssm`` module behind: left registered, they made transformers take the package for
+    installed, and its torch path ran the Triton kernel (benchmarks/README.md, the GPU SSD table)."""
+    import sys
+
+    from benchmarks import bench_ssd
+
+    pkg = tmp_path / "mamba_ssm" / "ops" / "triton"
+    pkg.mkdir(parents=True)
+    (tmp_path / "mamba_ssm" / "__init__.py").write_text("raise ImportError('the CUDA extensions')\n")
+    (pkg / "ssd_combined.py").write_text("from mamba_ssm.ops.triton.helper import twice\n"
+                                         "def mamba_chunk_scan_combined(x, *a, **k):\n    return twice(x)\n")
+    (pkg / "helper.py").write_text("def twice(x):\n    return 2 * x\n")
+    (tmp_path / "VERSION").write_text("state-spaces/mamba test-tree\n")
+    monkeypatch.setenv("MAMBA_SSM_SRC", str(tmp_path))
+    kernel = bench_ssd._official_kernel()
+    assert kernel(3, None, None, None, None, None, None, 64) == 6
+    assert not [name for name in sys.modules if name.split(".")[0] == "mamba_ssm"]
+    assert bench_ssd._source_version() == "state-spaces/mamba test-tree"
