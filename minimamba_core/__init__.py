@@ -1,5 +1,5 @@
-"""minimamba_core: Mamba (Gu & Dao 2023, arXiv 2312.00752) and Mamba-2 (Dao & Gu 2024, arXiv
-2405.21060) written plainly in PyTorch.
+"""minimamba_core: Mamba (Gu & Dao 2023, arXiv 2312.00752), Mamba-2 (Dao & Gu 2024, arXiv
+2405.21060) and the Mamba-3 scan (Lahoti et al. 2026, arXiv 2603.15569) written plainly in PyTorch.
 
 Glossary (the paper's letters, used in every module):
 ``b`` batch, ``l`` sequence length, ``d_model`` (D), ``d_inner`` (E*D), ``d_state`` (N),
@@ -15,6 +15,7 @@ from .config import MambaConfig
 from .norm import RMSNorm, RMSNormGated
 from .scan import selective_scan, selective_scan_parallel, selective_scan_sequential
 from .ssd import ssd, ssd_chunked, ssd_quadratic, ssd_sequential
+from .mamba3 import mamba3_chunked, mamba3_sequential
 from .mixer import MambaMixer
 from .mixer2 import Mamba2Mixer
 from .attention import AttentionMixer, attention_reference
@@ -48,6 +49,8 @@ __all__ = [
     "generate",
     "load_pretrained",
     "load_tokenizer",
+    "mamba3_chunked",
+    "mamba3_sequential",
     "pick_device",
     "sample_next_token",
     "save_pretrained",
