@@ -1,5 +1,5 @@
 """minimamba_core: Mamba (Gu & Dao 2023, arXiv 2312.00752), Mamba-2 (Dao & Gu 2024, arXiv
-2405.21060) and the Mamba-3 scan (Lahoti et al. 2026, arXiv 2603.15569) written plainly in PyTorch.
+2405.21060) and Mamba-3 (Lahoti et al. 2026, arXiv 2603.15569) written plainly in PyTorch.
 
 Glossary (the paper's letters, used in every module):
 ``b`` batch, ``l`` sequence length, ``d_model`` (D), ``d_inner`` (E*D), ``d_state`` (N),
@@ -18,6 +18,7 @@ from .ssd import ssd, ssd_chunked, ssd_quadratic, ssd_sequential
 from .mamba3 import mamba3_chunked, mamba3_sequential
 from .mixer import MambaMixer
 from .mixer2 import Mamba2Mixer
+from .mixer3 import Mamba3Mixer
 from .attention import AttentionMixer, attention_reference
 from .model import MambaLM, ResidualBlock
 from .cache import InferenceCache
@@ -39,6 +40,7 @@ __all__ = [
     "MambaConfig",
     "MambaLM",
     "Mamba2Mixer",
+    "Mamba3Mixer",
     "MambaMixer",
     "RMSNorm",
     "RMSNormGated",

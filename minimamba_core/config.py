@@ -24,9 +24,13 @@ MAMBA1_KEYS = ("d_state", "d_conv", "expand", "dt_rank", "dt_min", "dt_max", "dt
 MAMBA2_KEYS = ("d_state", "d_conv", "expand", "headdim", "ngroups", "chunk_size", "rmsnorm",
                "norm_before_gate", "D_has_hdim", "dt_min", "dt_max", "dt_init_floor", "dt_limit",
                "A_init_range", "conv_bias", "bias")
-LAYER_KEYS = {"Mamba1": MAMBA1_KEYS, "Mamba2": MAMBA2_KEYS}
-SSM_KEYS = tuple(dict.fromkeys(MAMBA1_KEYS + MAMBA2_KEYS))  # every key; a registered kind may take any
+# ``Mamba3`` (mamba_ssm/modules/mamba3.py, commit e9594ce): no convolution, no dt_limit, A from in_proj.
+MAMBA3_KEYS = ("d_state", "expand", "headdim", "ngroups", "chunk_size", "dt_min", "dt_max", "dt_init_floor",
+               "rope_fraction", "A_floor", "is_outproj_norm", "is_mimo", "mimo_rank")
+LAYER_KEYS = {"Mamba1": MAMBA1_KEYS, "Mamba2": MAMBA2_KEYS, "Mamba3": MAMBA3_KEYS}
+SSM_KEYS = tuple(dict.fromkeys(MAMBA1_KEYS + MAMBA2_KEYS + MAMBA3_KEYS))  # every key; a registered kind may take any
 MAMBA2_ONLY = tuple(k for k in MAMBA2_KEYS if k not in MAMBA1_KEYS)
+MAMBA3_ONLY = tuple(k for k in MAMBA3_KEYS if k not in MAMBA1_KEYS + MAMBA2_KEYS)
 # official keys without effect on the math (Mamba2's d_ssm and conv_init only at their default None)
 SSM_IGNORED = ("use_fast_path", "layer_idx", "device", "dtype", "use_mem_eff_path", "sequence_parallel",
                "process_group")
@@ -35,7 +39,8 @@ SSM_NONE_ONLY = ("d_ssm", "conv_init")
 # mamba2.py, commit 60dadf2) and the released Mamba-2 configs (vocabulary padded to 16).
 # A kind not listed takes Mamba-1's until its own issue adds it.
 LAYER_DEFAULTS = {"Mamba1": {"d_state": 16, "pad_vocab_size_multiple": 8},
-                  "Mamba2": {"d_state": 128, "pad_vocab_size_multiple": 16}}
+                  "Mamba2": {"d_state": 128, "pad_vocab_size_multiple": 16},
+                  "Mamba3": {"d_state": 128, "pad_vocab_size_multiple": 16}}
 # The keyword arguments of the official attention layer (mamba_ssm/modules/mha.py, ``MHA``, commit
 # 60dadf2), and one MiniMamba extension: ``max_position_embeddings``, the rows of a learned absolute
 # position table (the Mamba paper's MHA-Abs rows; the official MHA has rotary positions only).
@@ -91,7 +96,7 @@ class MambaConfig:
         rms_norm_eps: epsilon inside every RMSNorm.
         residual_in_fp32: keep the residual stream in float32 whatever the model dtype.
         ssm_cfg: the official nested mixer settings: ``"layer"`` picks the mixer (``"Mamba1"``,
-            the default, or ``"Mamba2"``; a registered kind of one's own), and any key that layer
+            the default, ``"Mamba2"`` or ``"Mamba3"``; a registered kind of one's own), and any key that layer
             takes (``LAYER_KEYS``) may be given here instead of as a flat field. Stored back as
             ``{"layer": ...}`` alone.
         d_intermediate: width of a gated MLP after each mixer (official ``GatedMLP``, rounded up
@@ -114,6 +119,12 @@ class MambaConfig:
         D_has_hdim: ``D`` has one entry per channel ``(d_inner,)`` instead of per head ``(H,)``.
         dt_limit: ``(lo, hi)`` clamp of ``dt`` after the softplus; ``(0, inf)`` for none.
         A_init_range: ``(lo, hi)``; the initial ``-A`` is uniform in it, one value per head.
+
+    Mamba-3 fields (``ssm_cfg["layer"] == "Mamba3"``, which also uses ``headdim``, ``ngroups``,
+    ``chunk_size``; the official ``Mamba3`` defaults): ``rope_fraction`` (0.5 or 1.0: the share of
+    ``d_state`` whose pairs rotate), ``A_floor`` (``A`` is clamped at ``-A_floor``), ``is_outproj_norm``
+    (a gated RMSNorm per head before ``out_proj``), ``is_mimo`` (must be False: MIMO is not
+    implemented), ``mimo_rank``. Set in another layer's config they raise.
 
     Derived (read-only, not constructor arguments): ``d_inner``, ``padded_vocab_size``;
     ``dt_rank``, ``d_state`` and ``pad_vocab_size_multiple`` are replaced by their resolved values.
@@ -164,6 +175,11 @@ class MambaConfig:
     D_has_hdim: bool = False  # (Mamba-2)
     dt_limit: tuple = (0.0, math.inf)  # (Mamba-2)
     A_init_range: tuple = (1.0, 16.0)  # (Mamba-2)
+    rope_fraction: float = 0.5  # the share of d_state that rotates (Mamba-3)
+    A_floor: float = 1e-4  # A <= -A_floor (Mamba-3)
+    is_outproj_norm: bool = False  # gated per-head RMSNorm before out_proj (Mamba-3)
+    is_mimo: bool = False  # (Mamba-3; only False: MIMO is not implemented)
+    mimo_rank: int = 4  # (Mamba-3 MIMO)
     d_inner: int = field(init=False)  # E * D
     padded_vocab_size: int = field(init=False)
 
@@ -244,8 +260,12 @@ class MambaConfig:
         lo, hi = self.A_init_range
         if not 0 < lo <= hi < math.inf:
             raise ValueError(f"MambaConfig.A_init_range must be (lo, hi) with 0 < lo <= hi, got {self.A_init_range}")
-        if self.layer != "Mamba2":
-            defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        changed3 = [k for k in MAMBA3_ONLY if getattr(self, k) != defaults[k]]
+        if changed3 and self.layer in ("Mamba1", "Mamba2"):
+            raise ValueError(f"MambaConfig.{changed3[0]} is a Mamba-3 field, but this config's layer is "
+                             f"{self.layer!r}; set ssm_cfg={{'layer': 'Mamba3'}} or drop {changed3}")
+        if self.layer not in ("Mamba2", "Mamba3"):
             changed = [k for k in MAMBA2_ONLY if getattr(self, k) != defaults[k]]
             if changed and self.layer == "Mamba1":
                 raise ValueError(f"MambaConfig.{changed[0]} is a Mamba-2 field, but this config's layer is "
@@ -255,13 +275,29 @@ class MambaConfig:
         for name, default in (("dt_rank", auto_rank), ("dt_init", "random"), ("dt_scale", 1.0)):
             if getattr(self, name) != default:
                 raise ValueError(f"MambaConfig.{name}={getattr(self, name)!r} is a Mamba-1 field, but this config's "
-                                 f"layer is 'Mamba2' (it computes dt from in_proj and dt_bias); drop it")
+                                 f"layer is {self.layer!r} (it computes dt from in_proj and dt_bias); drop it")
         if self.d_inner % self.headdim != 0:
             raise ValueError(f"MambaConfig.headdim={self.headdim} must divide d_inner={self.d_inner} (expand * "
                              f"d_model): nheads * headdim must equal d_inner")
         if self.nheads % self.ngroups != 0:
             raise ValueError(f"MambaConfig.ngroups={self.ngroups} must divide nheads={self.nheads} "
                              f"(d_inner / headdim): each group of B and C serves nheads / ngroups heads")
+
+        if self.layer == "Mamba3":
+            self._check_mamba3()
+
+    def _check_mamba3(self) -> None:
+        """The Mamba-3 fields: the rotated share, the floor of -A, SISO only."""
+        if self.rope_fraction not in (0.5, 1.0):
+            raise ValueError(f"MambaConfig.rope_fraction must be 0.5 or 1.0, got {self.rope_fraction!r}")
+        if int(self.d_state * self.rope_fraction) // 2 < 1:
+            raise ValueError(f"MambaConfig.d_state={self.d_state} leaves no pair to rotate at "
+                             f"rope_fraction={self.rope_fraction}; use d_state >= {int(2 / self.rope_fraction)}")
+        if isinstance(self.A_floor, bool) or not isinstance(self.A_floor, (int, float)) or not self.A_floor > 0:
+            raise ValueError(f"MambaConfig.A_floor must be a positive number, got {self.A_floor!r}")
+        if not isinstance(self.is_outproj_norm, bool) or self.is_mimo is not False:
+            raise ValueError(f"MambaConfig.is_mimo must be False (MIMO is not implemented; SISO only) and "
+                             f"is_outproj_norm a bool, got {self.is_mimo!r}, {self.is_outproj_norm!r}")
 
     @property
     def nheads(self) -> int:

@@ -29,6 +29,7 @@ from .checks import check_attention_mask, check_input_ids
 from .config import MambaConfig
 from .mixer import MambaMixer
 from .mixer2 import Mamba2Mixer
+from .mixer3 import Mamba3Mixer
 from .norm import RMSNorm
 
 
@@ -36,7 +37,8 @@ from .norm import RMSNorm
 # mixer class takes (config, layer_idx) and has forward(hidden, cache, attention_mask),
 # step(hidden_t, cache), state_shapes(batch_size), allocate_inference_cache(batch_size,
 # max_seqlen, dtype) and compute_dtype(). Later model generations register their own.
-MIXERS: dict[str, type[nn.Module]] = {"Mamba1": MambaMixer, "Mamba2": Mamba2Mixer, "MHA": AttentionMixer}
+MIXERS: dict[str, type[nn.Module]] = {"Mamba1": MambaMixer, "Mamba2": Mamba2Mixer, "Mamba3": Mamba3Mixer,
+                                      "MHA": AttentionMixer}
 MIXER_METHODS = ("forward", "step", "state_shapes", "allocate_inference_cache", "compute_dtype")
 
 

@@ -154,7 +154,7 @@ def test_layout_docs_match_the_tree(doc):
     assert not missing, f"{doc} does not mention {missing}"
 
 
-LESSON = ["config.py", "norm.py", "checks.py", "scan.py", "ssd.py", "mixer.py", "mixer2.py", "mamba3.py", "attention.py", "model.py", "cache.py", "generate.py",
+LESSON = ["config.py", "norm.py", "checks.py", "scan.py", "ssd.py", "mixer.py", "mixer2.py", "mamba3.py", "mixer3.py", "attention.py", "model.py", "cache.py", "generate.py",
           "devices.py"]
 
 

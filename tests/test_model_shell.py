@@ -97,8 +97,8 @@ def test_a_registered_mixer_runs_through_the_lm_cache_and_generate(toy_layer, tm
     expect_error(lambda: mm.save_pretrained(model, tmp_path / "toy"), ValueError, "CumulativeMeanMixer")
 
 
-@pytest.mark.parametrize("kw, key, kind", [(dict(ssm_cfg={"layer": "Mamba3"}), "ssm_cfg['layer']", "'Mamba3'")],
-                         ids=["Mamba3"])  # "MHA" (attn_layer_idx) is registered: tests/test_attention.py
+@pytest.mark.parametrize("kw, key, kind", [(dict(ssm_cfg={"layer": "Mamba4"}), "ssm_cfg['layer']", "'Mamba4'")],
+                         ids=["Mamba4"])  # "MHA" (attn_layer_idx) is registered: tests/test_attention.py
 def test_an_unregistered_layer_kind_is_refused_by_name(kw, key, kind):
     config = small_config(**kw)  # a valid config: the registry, not the config, knows what is built
     err = expect_error(lambda: mm.MambaLM(config), ValueError, key, kind, "no registered mixer", "registered: [",
