@@ -129,7 +129,7 @@ def test_gradcheck(scan):
         y, fin = run(**args, initial_states=tuple(ts[11:]), return_final_states=True)
         return (y,) + fin[1:]  # the angle state's remainder mod 2 pi is a step function
 
-    assert torch.autograd.gradcheck(f, leaves, eps=1e-6, atol=1e-6)
+    assert torch.autograd.gradcheck(f, leaves, eps=1e-6, atol=1e-6, fast_mode=scan == "chunked")
 
 
 def _fixture_case(T, case, ssm_as_step_ref=False):
@@ -170,6 +170,18 @@ def test_equals_official_step_reference_in_float64(official, case, scan):
     assert angle_gap(theta, g("step_ref.final_angle")) < 1e-12
     for ours, name in ((ssm, "ssm"), (k, "k"), (v, "v")):
         assert (ours - g(f"step_ref.final_{name}")).abs().max().item() < 1e-12, name
+
+
+@pytest.mark.parametrize("case", ["small_dt", "large_dt"])
+def test_token_by_token_decoding_equals_official_step_reference(official, case):
+    """The decoding step (one token at a time, the states handed on) against mamba3_siso_step_ref."""
+    kw, g = _fixture_case(official, case, ssm_as_step_ref=True)
+    states, ys = kw.pop("initial_states"), []
+    for t in range(kw["x"].shape[1]):
+        y, states = mamba3_sequential(**along(kw, slice(t, t + 1)), initial_states=states, return_final_states=True)
+        ys.append(y)
+    assert (torch.cat(ys, 1) - g("step_ref.y")).abs().max().item() < 1e-12
+    assert (states[1] - g("step_ref.final_ssm")).abs().max().item() < 1e-12
 
 
 @pytest.mark.parametrize("case", ["small_dt", "large_dt"])
