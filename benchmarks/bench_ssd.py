@@ -71,7 +71,7 @@ def _official_kernel():
         x, dt, A, B, C, chunk, D=D, dt_bias=dt_bias, dt_softplus=True)
 
 
-def _source_version() -> str | None:
+def source_version() -> str | None:
     """What ``$MAMBA_SSM_SRC`` holds: the first line of its ``VERSION`` file (repository, commit,
     date; written by whoever copied the sources), else the path alone."""
     src = os.environ.get("MAMBA_SSM_SRC")
@@ -212,7 +212,7 @@ def main(argv=None):
 
     def save(rows):
         payload = dict(shape=shape, tf32=args.tf32, machine=machine, rows=list(rows),
-                       date=time.strftime("%Y-%m-%d"), mamba_ssm_src=_source_version())
+                       date=time.strftime("%Y-%m-%d"), mamba_ssm_src=source_version())
         common.write_results(out, f"ssd-{kind}", payload)
         return payload
 
