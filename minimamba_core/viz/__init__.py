@@ -5,13 +5,14 @@ Every plot function is a plain function of its slider values that returns ``(fig
 notebook shows a static call before the widget so it reads on GitHub, where widgets do not render.
 :func:`widget` wires a function to ``ipywidgets.interact``.
 
-One module per lesson group: ``ssm`` (notebooks 01, 02), ``scan`` (03, 04), ``block`` (05),
+One module per lesson group: ``ssm`` (notebooks 01, 02), ``scan`` (03, 04), ``block`` and ``diagram`` (05),
 ``lm`` (06, 07), ``sampling`` (10), ``training`` (08, 09), ``selection`` (09), ``benchmarks`` (11 and
 ``benchmarks/report.py``), ``ssd`` (12), ``mamba2`` (13); ``widgets`` holds :func:`widget` and the
 argument checks.
 """
 
 from .benchmarks import benchmark_series, benchmark_table, loglog_slope, plot_benchmark, plot_loglog
+from .diagram import BLOCKS, plot_block_diagram
 from .block import SCRUB_TEXT, mixer_scrub_example, mixer_selection, plot_mixer_scrub
 from .lm import plot_cache_memory, plot_decode_error, plot_dt_init, plot_param_breakdown, plot_time_per_token
 from .mamba2 import CHUNK_STEPS, chunked_factors, plot_chunked_steps, plot_loss_comparison, plot_parameter_split
@@ -49,6 +50,7 @@ from .training import (
 from .widgets import NOOP_ENV, widget
 
 __all__ = [
+    "BLOCKS",
     "B_BAR_RULES",
     "CHUNK_STEPS",
     "DISCRETIZATIONS",
@@ -72,6 +74,7 @@ __all__ = [
     "plot_accuracy_curves",
     "plot_benchmark",
     "plot_bigram",
+    "plot_block_diagram",
     "plot_chunked_steps",
     "plot_cache_memory",
     "plot_decode_error",
