@@ -13,7 +13,7 @@ argument checks.
 
 from .benchmarks import benchmark_series, benchmark_table, loglog_slope, plot_benchmark, plot_loglog
 from .diagram import BLOCKS, plot_block_diagram
-from .block import SCRUB_TEXT, mixer_scrub_example, mixer_selection, plot_mixer_scrub
+from .block import SCRUB_MODELS, SCRUB_TEXT, mixer_scrub_example, mixer_selection, plot_mixer_scrub
 from .lm import plot_cache_memory, plot_decode_error, plot_dt_init, plot_param_breakdown, plot_time_per_token
 from .mamba2 import CHUNK_STEPS, chunked_factors, plot_chunked_steps, plot_loss_comparison, plot_parameter_split
 from .sampling import plot_generation_controls, plot_sampling
@@ -57,6 +57,7 @@ __all__ = [
     "NOOP_ENV",
     "RANK_RTOL",
     "SCAN_ALGORITHMS",
+    "SCRUB_MODELS",
     "SCRUB_TEXT",
     "SELECTION_SIGNALS",
     "benchmark_series",
