@@ -6,7 +6,7 @@ notebook shows a static call before the widget so it reads on GitHub, where widg
 :func:`widget` wires a function to ``ipywidgets.interact``.
 
 One module per lesson group: ``ssm`` (notebooks 01, 02), ``scan`` (03, 04), ``block`` and ``diagram`` (05),
-``lm`` (06, 07), ``sampling`` (10), ``training`` (08, 09), ``selection`` (09), ``benchmarks`` (11 and
+``lm`` (06, 07), ``sampling`` (10), ``training`` (08, 09), ``selection`` (08, 09), ``benchmarks`` (11 and
 ``benchmarks/report.py``), ``ssd`` (12), ``mamba2`` (13); ``widgets`` holds :func:`widget` and the
 argument checks.
 """
@@ -17,7 +17,17 @@ from .block import SCRUB_MODELS, SCRUB_TEXT, mixer_scrub_example, mixer_selectio
 from .lm import plot_cache_memory, plot_decode_error, plot_dt_init, plot_param_breakdown, plot_time_per_token
 from .mamba2 import CHUNK_STEPS, chunked_factors, plot_chunked_steps, plot_loss_comparison, plot_parameter_split
 from .sampling import plot_generation_controls, plot_sampling
-from .selection import TASK_NAMES, delta_ratio, plot_selection_trace, selection_trace, token_groups
+from .selection import (
+    CHAR_GROUPS,
+    TASK_NAMES,
+    char_groups,
+    delta_ratio,
+    plot_delta_by_group,
+    plot_selection_trace,
+    plot_text_delta,
+    selection_trace,
+    token_groups,
+)
 from .scan import (
     SCAN_ALGORITHMS,
     combine_ranges,
@@ -104,7 +114,11 @@ __all__ = [
     "ssd_matrix_example",
     "widget",
     "TASK_NAMES",
+    "CHAR_GROUPS",
+    "char_groups",
     "delta_ratio",
+    "plot_delta_by_group",
+    "plot_text_delta",
     "plot_selection_trace",
     "selection_trace",
     "token_groups",
