@@ -367,7 +367,8 @@ def test_plot_mixer_scrub_controls():
         return d
 
     d0 = data(position=0, channel=0, model="trained", layer=0)
-    d_pos, d_ch = data(position=1, channel=0, model="trained", layer=0), data(position=0, channel=1, model="trained", layer=0)
+    d_pos = data(position=1, channel=0, model="trained", layer=0)
+    d_ch = data(position=0, channel=1, model="trained", layer=0)
     assert not np.array_equal(d0["B_at"], d_pos["B_at"])  # a new token: new B_t
     np.testing.assert_array_equal(d0["B_at"], d_ch["B_at"])  # B_t is shared by all channels
     assert not np.array_equal(d0["delta"], d_ch["delta"])  # delta is per channel

@@ -3,7 +3,7 @@
 Our own drawing, in the layout of the Mamba paper's Figure 3 (Gu & Dao 2023, Section 3.4):
 three block diagrams side by side, input at the bottom, output at the top.
 
-- **H3** (Fu et al. 2023, Section 3.1): three projections (the paper's ``Q, K, V``); ``K``
+- **H3** (Fu et al. 2023, "Hungry Hungry Hippos"): three projections (the paper's ``Q, K, V``); ``K``
   passes a *shift SSM* (a short convolution over the last few tokens), is multiplied by ``V``,
   passes a diagonal SSM, and is multiplied by ``Q``; a last projection.
 - **Gated MLP** (GLU family, Shazeer 2020): two projections, one through a nonlinearity

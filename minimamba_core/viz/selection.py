@@ -276,8 +276,8 @@ def plot_text_delta(text: str, delta, width: int = 64, cmap: str = "magma_r"):
     ax.set_xlim(0, n_cols)
     ax.set_ylim(-n_rows, 0)
     ax.axis("off")
-    mappable = plt.cm.ScalarMappable(norm=matplotlib.colors.LogNorm(delta.min(), delta.max()),
-                                     cmap=matplotlib.colors.ListedColormap(plt.get_cmap(cmap)(np.linspace(0, 0.85, 256))))
+    shown = matplotlib.colors.ListedColormap(plt.get_cmap(cmap)(np.linspace(0, 0.85, 256)))  # as the cells
+    mappable = plt.cm.ScalarMappable(norm=matplotlib.colors.LogNorm(delta.min(), delta.max()), cmap=shown)
     fig.colorbar(mappable, ax=ax, fraction=0.03, pad=0.01, label=r"$\Delta_t$")
     fig.tight_layout()
     return fig, dict(delta=delta, cells=cells, level=level)
