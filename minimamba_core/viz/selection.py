@@ -1,5 +1,7 @@
-"""Plot of notebook 09: selection seen in a trained task model (``delta_t``, ``|h_t|`` and the
-prediction along one sequence, per layer and channel).
+"""Plots of notebooks 09 and 08: selection seen in a trained task model (``delta_t``, ``|h_t|`` and
+the prediction along one sequence, per layer and channel), and in the Tiny Shakespeare model
+(:func:`char_groups`, :func:`plot_delta_by_group`, :func:`plot_text_delta`: the step per kind of
+character, and a passage coloured by its steps).
 
 :func:`selection_trace` runs a model on a batch and returns, per layer, the step sizes
 ``delta`` (after bias and softplus, paper Algorithm 2) and the norm of the state ``h_t`` over
