@@ -300,9 +300,11 @@ def test_hillis_steele_first_level_and_bad_input():
 
 # -- 05: the mixer -------------------------------------------------------------------------------
 
-def test_mixer_selection_reproduces_the_mixer():
-    mixer, hidden, tokens = viz.mixer_scrub_example()
-    assert "".join(tokens) == viz.SCRUB_TEXT and hidden.shape == (1, len(viz.SCRUB_TEXT), 16)
+@pytest.mark.parametrize("model, layer", [("untrained", 0), ("trained", 2)])
+def test_mixer_selection_reproduces_the_mixer(model, layer):
+    mixer, hidden, tokens = viz.mixer_scrub_example(model, layer)
+    assert "".join(tokens) == viz.SCRUB_TEXT and hidden.shape == (1, len(viz.SCRUB_TEXT), 256)
+    assert hidden.dtype == torch.float64
     sel = viz.mixer_selection(mixer, hidden)
     # The plotted quantities, fed to the package's scan, must give the mixer's own output.
     y = mm.selective_scan_sequential(sel["x"], sel["delta"], sel["A"], sel["B"], sel["C"], D=mixer.D, z=sel["z"])
@@ -313,34 +315,69 @@ def test_mixer_selection_reproduces_the_mixer():
     assert bool((sel["delta"] > 0).all())
 
 
+def test_mixer_scrub_example_is_the_mixer_input_inside_the_model():
+    # selection_trace catches each mixer's input with a hook during the model's own forward pass
+    lm, ids = viz.block._scrub_lm("trained")
+    assert ids.shape == (1, len(viz.SCRUB_TEXT))
+    trace = viz.selection_trace(lm, ids)
+    for layer in (0, 3):
+        sel = viz.mixer_selection(*viz.mixer_scrub_example("trained", layer)[:2])
+        torch.testing.assert_close(sel["delta"], trace["delta"][layer], atol=1e-12, rtol=0)
+
+
+def test_scrub_models_are_the_shipped_one_and_a_fresh_one():
+    trained, _ = viz.block._scrub_lm("trained")
+    untrained, _ = viz.block._scrub_lm("untrained")
+    shipped = mm.load_pretrained(viz.block.SHAKESPEARE_MODEL)
+    assert trained.config == untrained.config == shipped.config
+    for (name, p), q, r in zip(trained.named_parameters(), shipped.parameters(), untrained.parameters()):
+        torch.testing.assert_close(p, q.double(), atol=0, rtol=0, msg=name)
+    # untrained: the official initialization, dt_proj.bias = softplus^-1 of steps in [0.001, 0.1]
+    dt = torch.nn.functional.softplus(untrained.backbone.layers[0].mixer.dt_proj.bias.detach())
+    assert 0.001 <= float(dt.min()) and float(dt.max()) <= 0.1
+
+
 def test_mixer_scrub_example_leaves_the_global_rng_alone():
+    viz.block._scrub_lm.cache_clear()
     state = torch.get_rng_state()
-    viz.mixer_scrub_example()
+    viz.mixer_scrub_example("untrained", 1)
     assert torch.equal(state, torch.get_rng_state())
 
 
-@pytest.mark.parametrize("position, channel", [(0, 0), (3, 0), (5, 17), (23, 31)])
-def test_plot_mixer_scrub_data(position, channel):
-    _, d = viz.plot_mixer_scrub(position=position, channel=channel)
-    mixer, hidden, _ = viz.mixer_scrub_example()
+@pytest.mark.parametrize("model, layer, position, channel",
+                         [("untrained", 0, 0, 0), ("untrained", 3, 5, 17), ("trained", 3, 7, 86),
+                          ("trained", 1, len(viz.SCRUB_TEXT) - 1, 511)])
+def test_plot_mixer_scrub_data(model, layer, position, channel):
+    fig, d = viz.plot_mixer_scrub(position=position, channel=channel, model=model, layer=layer)
+    plt.close(fig)
+    mixer, hidden, _ = viz.mixer_scrub_example(model, layer)
     sel = viz.mixer_selection(mixer, hidden)
     np.testing.assert_allclose(d["delta"], sel["delta"][0, :, channel].numpy(), rtol=1e-15)
     np.testing.assert_array_equal(d["B_at"], sel["B"][0, position].numpy())
     np.testing.assert_array_equal(d["C_at"], sel["C"][0, position].numpy())
     assert d["delta_at"] == d["delta"][position]
+    assert d["spread"] == d["delta"].max() / d["delta"].min()
     np.testing.assert_allclose(d["A_bar_at"], np.exp(d["delta_at"] * sel["A"][channel].numpy()), rtol=1e-15)
 
 
 def test_plot_mixer_scrub_controls():
-    d0 = viz.plot_mixer_scrub(0, 0)[1]
-    d_pos, d_ch = viz.plot_mixer_scrub(1, 0)[1], viz.plot_mixer_scrub(0, 1)[1]
+    def data(**kw):
+        fig, d = viz.plot_mixer_scrub(**kw)
+        plt.close(fig)
+        return d
+
+    d0 = data(position=0, channel=0, model="trained", layer=0)
+    d_pos = data(position=1, channel=0, model="trained", layer=0)
+    d_ch = data(position=0, channel=1, model="trained", layer=0)
     assert not np.array_equal(d0["B_at"], d_pos["B_at"])  # a new token: new B_t
     np.testing.assert_array_equal(d0["B_at"], d_ch["B_at"])  # B_t is shared by all channels
     assert not np.array_equal(d0["delta"], d_ch["delta"])  # delta is per channel
-    with pytest.raises(ValueError, match="position"):
-        viz.plot_mixer_scrub(position=len(viz.SCRUB_TEXT))
-    with pytest.raises(ValueError, match="channel"):
-        viz.plot_mixer_scrub(channel=32)
+    assert not np.array_equal(d0["delta"], data(position=0, channel=0, model="trained", layer=1)["delta"])
+    assert not np.array_equal(d0["delta"], data(position=0, channel=0, model="untrained", layer=0)["delta"])
+    for bad, match in ((dict(position=len(viz.SCRUB_TEXT)), "position"), (dict(channel=512), "channel"),
+                       (dict(layer=4), "layer"), (dict(model="pretrained"), "model")):
+        with pytest.raises(ValueError, match=match):
+            viz.plot_mixer_scrub(**bad)
 
 
 # -- every widget of notebooks 00-05, one control step at a time ---------------------------------

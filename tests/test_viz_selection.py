@@ -6,6 +6,7 @@ import matplotlib
 matplotlib.use("agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -115,3 +116,69 @@ def test_plot_returns_its_data(example):
     for bad in (dict(layer=2), dict(channel=-2), dict(row=3)):
         with pytest.raises(ValueError, match="must be an int"):
             viz.plot_selection_trace(trace, groups, **bad)
+
+
+# -- 08: the Tiny Shakespeare text ------------------------------------------------------------------
+
+CHARS = "\n !',.3:?ABCDOPRabcdeiorstu"  # a toy vocabulary: id i is CHARS[i]
+
+
+def _ids(*rows):
+    return torch.tensor([[CHARS.index(c) for c in row] for row in rows])
+
+
+def test_char_groups_by_hand():
+    x = _ids("Or, 'tis a\n", "bad. Do it3")  # (2, 11)
+    g = viz.char_groups(x, CHARS)
+    assert list(g) == list(viz.CHAR_GROUPS)
+    marks = {name: ["".join("x" if v else "." for v in row) for row in m.tolist()] for name, m in g.items()}
+    # "Or, 'tis a\n" / "bad. Do it3", written out character by character
+    assert marks["newline"] == ["..........x", "..........."]
+    assert marks["space"] == ["...x....x..", "....x..x..."]
+    assert marks["punctuation"] == ["..x.x......", "...x......x"]
+    assert marks["capital"] == ["x..........", ".....x....."]
+    assert marks["vowel"] == ["......x..x.", ".x....x.x.."]
+    assert marks["consonant"] == [".x...x.x...", "x.x......x."]
+    assert marks["word start"] == ["x........x.", "x....x..x.."]  # 't after an apostrophe continues
+    assert marks["inside word"] == [".x...xxx...", ".xx...x..x."]
+    letters = g["capital"] | g["vowel"] | g["consonant"]
+    assert torch.equal(letters, g["word start"] | g["inside word"]) and not (g["word start"] & g["inside word"]).any()
+    assert not (g["capital"] & g["vowel"]).any() and not (g["vowel"] & g["consonant"]).any()
+    everything = g["newline"] | g["space"] | g["punctuation"] | letters
+    assert everything.all()
+    with pytest.raises(ValueError, match="shape"):
+        viz.char_groups(x[0], CHARS)
+
+
+def test_plot_delta_by_group():
+    x = _ids("Or, 'tis a\n", "bad. Do it3")
+    g = viz.char_groups(x, CHARS)
+    delta = torch.arange(1.0, 23.0, dtype=torch.float64).view(2, 11)  # 1 .. 22
+    fig, data = viz.plot_delta_by_group({"a": delta, "flat": torch.ones(2, 11)}, g)
+    plt.close(fig)
+    # spaces sit at 3, 8 (row 0) and 4, 7 (row 1): steps 4, 9, 16, 19; the overall mean is 11.5
+    assert data["relative"]["a"]["space"] == pytest.approx((4 + 9 + 16 + 19) / 4 / 11.5, rel=1e-12)
+    assert data["counts"] == {name: int(m.sum()) for name, m in g.items()} and data["counts"]["space"] == 4
+    assert all(v == 1.0 for v in data["relative"]["flat"].values())
+    with pytest.raises(ValueError, match="shape"):
+        viz.plot_delta_by_group({"a": delta[:, :5]}, g)
+
+
+def test_plot_text_delta_layout_and_colours():
+    text = "ab\ncdef\ng"
+    delta = np.array([1e-3, 1e-2, 1e-1, 1e-3, 2e-3, 4e-3, 8e-3, 1e-3, 1e-1])
+    fig, data = viz.plot_text_delta(text, delta, width=3)
+    try:
+        # a newline ends its line; "cdef" wraps after 3 characters
+        assert data["cells"] == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2), (2, 0), (2, 1), (3, 0)]
+        np.testing.assert_allclose(data["level"], (np.log(delta) - np.log(1e-3)) / np.log(100), atol=1e-12)
+        drawn = [t.get_text() for t in fig.axes[0].texts]
+        assert drawn == ["a", "b", "⏎", "c", "d", "e", "f", "⏎", "g"]
+        faces = [p.get_facecolor() for p in fig.axes[0].patches]
+        assert len(faces) == len(text) and faces[0] == faces[3] != faces[2] == faces[8]  # same step, same colour
+    finally:
+        plt.close(fig)
+    with pytest.raises(ValueError, match="shape"):
+        viz.plot_text_delta(text, delta[:-1])
+    with pytest.raises(ValueError, match="positive"):
+        viz.plot_text_delta(text, -delta)

@@ -7,13 +7,14 @@ notebook shows a static call before the widget so it reads on GitHub, where widg
 
 One module per lesson group: ``intro`` (notebook 00), ``ssm`` (notebooks 01, 02), ``hippo``
 (01: HiPPO and the initialization of ``A``), ``projections`` (02: ``B`` and ``C``), ``scan``
-(03, 04), ``block`` (05), ``lm`` (06, 07), ``sampling`` (10), ``training`` (08, 09), ``selection``
-(09), ``benchmarks`` (11 and ``benchmarks/report.py``), ``ssd`` (12), ``mamba2`` (13); ``widgets``
-holds :func:`widget` and the argument checks.
+(03, 04), ``block`` and ``diagram`` (05), ``lm`` (06, 07), ``sampling`` (10), ``training`` (08, 09),
+``selection`` (08, 09), ``benchmarks`` (11 and ``benchmarks/report.py``), ``ssd`` (12), ``mamba2``
+(13); ``widgets`` holds :func:`widget` and the argument checks.
 """
 
 from .benchmarks import benchmark_series, benchmark_table, loglog_slope, plot_benchmark, plot_loglog
-from .block import SCRUB_TEXT, mixer_scrub_example, mixer_selection, plot_mixer_scrub
+from .block import SCRUB_MODELS, SCRUB_TEXT, mixer_scrub_example, mixer_selection, plot_mixer_scrub
+from .diagram import BLOCKS, plot_block_diagram
 from .hippo import (
     A_INITS,
     HIPPO_SIGNALS,
@@ -30,7 +31,17 @@ from .lm import plot_cache_memory, plot_decode_error, plot_dt_init, plot_param_b
 from .mamba2 import CHUNK_STEPS, chunked_factors, plot_chunked_steps, plot_loss_comparison, plot_parameter_split
 from .projections import plot_write_read, state_bump, write_read
 from .sampling import plot_generation_controls, plot_sampling
-from .selection import TASK_NAMES, delta_ratio, plot_selection_trace, selection_trace, token_groups
+from .selection import (
+    CHAR_GROUPS,
+    TASK_NAMES,
+    char_groups,
+    delta_ratio,
+    plot_delta_by_group,
+    plot_selection_trace,
+    plot_text_delta,
+    selection_trace,
+    token_groups,
+)
 from .scan import (
     SCAN_ALGORITHMS,
     combine_ranges,
@@ -77,12 +88,14 @@ __all__ = [
     "scalar_ssm",
     "state_bump",
     "write_read",
+    "BLOCKS",
     "B_BAR_RULES",
     "CHUNK_STEPS",
     "DISCRETIZATIONS",
     "NOOP_ENV",
     "RANK_RTOL",
     "SCAN_ALGORITHMS",
+    "SCRUB_MODELS",
     "SCRUB_TEXT",
     "SELECTION_SIGNALS",
     "benchmark_series",
@@ -100,6 +113,7 @@ __all__ = [
     "plot_accuracy_curves",
     "plot_benchmark",
     "plot_bigram",
+    "plot_block_diagram",
     "plot_chunked_steps",
     "plot_cache_memory",
     "plot_decode_error",
@@ -128,7 +142,11 @@ __all__ = [
     "ssd_matrix_example",
     "widget",
     "TASK_NAMES",
+    "CHAR_GROUPS",
+    "char_groups",
     "delta_ratio",
+    "plot_delta_by_group",
+    "plot_text_delta",
     "plot_selection_trace",
     "selection_trace",
     "token_groups",

@@ -1,5 +1,7 @@
-"""Plot of notebook 09: selection seen in a trained task model (``delta_t``, ``|h_t|`` and the
-prediction along one sequence, per layer and channel).
+"""Plots of notebooks 09 and 08: selection seen in a trained task model (``delta_t``, ``|h_t|`` and
+the prediction along one sequence, per layer and channel), and in the Tiny Shakespeare model
+(:func:`char_groups`, :func:`plot_delta_by_group`, :func:`plot_text_delta`: the step per kind of
+character, and a passage coloured by its steps).
 
 :func:`selection_trace` runs a model on a batch and returns, per layer, the step sizes
 ``delta`` (after bias and softplus, paper Algorithm 2) and the norm of the state ``h_t`` over
@@ -12,6 +14,7 @@ small one keeps the state and ignores the token. No official counterpart (a visu
 
 from __future__ import annotations
 
+import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -176,3 +179,107 @@ def delta_ratio(delta: torch.Tensor, tokens: torch.Tensor, baseline: torch.Tenso
     mean = delta.mean(-1)  # (b, l)
     base = mean[baseline].mean()
     return [float(mean[:, s:][tokens[:, :l - s]].mean() / base) for s in range(lags)]
+
+
+# -- 08: selection in the Tiny Shakespeare model ---------------------------------------------------
+
+CHAR_GROUPS = ("newline", "space", "punctuation", "capital", "vowel", "consonant", "word start", "inside word")
+
+
+def char_groups(input_ids: torch.Tensor, chars) -> dict:
+    """Boolean masks ``(b, l)`` naming the kind of each character of a character-level text.
+
+    ``chars``: the vocabulary, ``chars[i]`` the character of id ``i``. Groups (:data:`CHAR_GROUPS`):
+    ``newline``, ``space``, ``punctuation`` (every other non-letter: punctuation marks and the
+    odd digit), ``capital``, ``vowel`` (lower-case ``aeiou``), ``consonant`` (the other lower-case
+    letters); and, by position in a word, ``word start`` (a letter after a non-letter that is not
+    an apostrophe, or first in its row) and ``inside word`` (a letter after a letter or an
+    apostrophe). Capital, vowel and consonant split the letters; so do word start and inside word.
+
+    Raises ValueError: ``input_ids`` not of shape ``(b, l)``.
+    """
+    if input_ids.dim() != 2:
+        raise ValueError(f"input_ids must have shape (b, l), got {tuple(input_ids.shape)}")
+    table = np.array(list(chars))
+    c = table[input_ids.cpu().numpy()]  # (b, l) characters
+    letter = np.char.isalpha(c)
+    prev = np.full_like(c, " ")
+    prev[:, 1:] = c[:, :-1]
+    joined = np.char.isalpha(prev) | (prev == "'")  # the previous character continues a word
+    groups = {"newline": c == "\n", "space": c == " ", "punctuation": ~letter & (c != " ") & (c != "\n"),
+              "capital": np.char.isupper(c), "vowel": np.isin(c, list("aeiou")),
+              "consonant": np.char.islower(c) & ~np.isin(c, list("aeiou")),
+              "word start": letter & ~joined, "inside word": letter & joined}
+    return {name: torch.from_numpy(m) for name, m in groups.items()}
+
+
+def plot_delta_by_group(series: dict, groups: dict):
+    """Mean step per kind of character, relative to the mean step over all characters.
+
+    ``series``: name -> ``delta (b, l)`` (one value per position, e.g. a layer's ``delta``
+    averaged over some channels); ``groups``: :func:`char_groups` masks ``(b, l)``. For each
+    series and group the bar is ``mean(delta[group]) / mean(delta)``: 1 is an ordinary step.
+
+    Returns ``(fig, data)``; ``data``: ``relative`` (dict series -> dict group -> float),
+    ``counts`` (dict group -> number of positions).
+
+    Raises ValueError: a series or mask not of the shape of the first series.
+    """
+    shape = next(iter(series.values())).shape
+    if any(s.shape != shape for s in series.values()) or any(m.shape != shape for m in groups.values()):
+        raise ValueError(f"every series and mask must have shape {tuple(shape)}")
+    relative = {name: {g: float(d[m].mean() / d.mean()) for g, m in groups.items()} for name, d in series.items()}
+    counts = {g: int(m.sum()) for g, m in groups.items()}
+    fig, ax = plt.subplots(figsize=(9, 3.4))
+    width = 0.8 / len(series)
+    pos = np.arange(len(groups))
+    for j, (name, rel) in enumerate(relative.items()):
+        ax.bar(pos + (j - (len(series) - 1) / 2) * width, list(rel.values()), width, color=f"C{j}", label=name)
+    ax.axhline(1.0, color="k", lw=0.8, ls=":")
+    ax.set_xticks(pos)
+    ax.set_xticklabels([f"{g}\n({counts[g]})" for g in groups], fontsize=8)
+    ax.set_ylabel(r"mean $\Delta$ / mean over all")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig, dict(relative=relative, counts=counts)
+
+
+def plot_text_delta(text: str, delta, width: int = 64, cmap: str = "magma_r"):
+    """A passage with every character on a background coloured by the step taken on it.
+
+    ``text`` (``l`` characters) and ``delta (l,)`` (array or tensor, ``> 0``); the colour scale is
+    logarithmic between the smallest and the largest step. Lines break at newlines (drawn as
+    ``⏎``) and after ``width`` characters.
+
+    Returns ``(fig, data)``; ``data``: ``delta (l,)``, ``cells`` (list of ``(row, column)`` per
+    character), ``level (l,)`` (the colour scale's value in ``[0, 1]`` of each character).
+
+    Raises ValueError: ``delta`` not of shape ``(len(text),)``, not positive, or ``width < 1``.
+    """
+    delta = np.asarray(delta.cpu() if isinstance(delta, torch.Tensor) else delta, dtype=np.float64)
+    if delta.shape != (len(text),) or not (delta > 0).all():
+        raise ValueError(f"delta must be positive, of shape ({len(text)},), got shape {delta.shape}")
+    check_int("width", width, 1, 10_000)
+    cells, row, col = [], 0, 0
+    for ch in text:
+        if col >= width:
+            row, col = row + 1, 0
+        cells.append((row, col))
+        row, col = (row + 1, 0) if ch == "\n" else (row, col + 1)
+    lo, hi = np.log(delta.min()), np.log(delta.max())
+    level = (np.log(delta) - lo) / max(hi - lo, 1e-12)  # (l,) in [0, 1]
+    colours = plt.get_cmap(cmap)(0.85 * level)  # (l, 4): the darkest 15% left out, for the text
+    n_rows, n_cols = cells[-1][0] + 1, max(c for _, c in cells) + 1
+    fig, ax = plt.subplots(figsize=(0.13 * n_cols + 1.4, 0.24 * n_rows + 0.5))
+    for (r, c), ch, colour, v in zip(cells, text, colours, level):
+        ax.add_patch(plt.Rectangle((c, -r - 1), 1, 1, fc=colour, ec="none"))
+        ax.text(c + 0.5, -r - 0.5, "⏎" if ch == "\n" else ch, ha="center", va="center", fontsize=9,
+                family="monospace", color="white" if v > 0.55 else "black")
+    ax.set_xlim(0, n_cols)
+    ax.set_ylim(-n_rows, 0)
+    ax.axis("off")
+    shown = matplotlib.colors.ListedColormap(plt.get_cmap(cmap)(np.linspace(0, 0.85, 256)))  # as the cells
+    mappable = plt.cm.ScalarMappable(norm=matplotlib.colors.LogNorm(delta.min(), delta.max()), cmap=shown)
+    fig.colorbar(mappable, ax=ax, fraction=0.03, pad=0.01, label=r"$\Delta_t$")
+    fig.tight_layout()
+    return fig, dict(delta=delta, cells=cells, level=level)
