@@ -317,7 +317,7 @@ def test_mixer_selection_reproduces_the_mixer(model, layer):
 
 def test_mixer_scrub_example_is_the_mixer_input_inside_the_model():
     # selection_trace catches each mixer's input with a hook during the model's own forward pass
-    lm, ids = viz.block._scrub_lm("trained")
+    lm, ids = viz.block.scrub_lm("trained")
     assert ids.shape == (1, len(viz.SCRUB_TEXT))
     trace = viz.selection_trace(lm, ids)
     for layer in (0, 3):
@@ -326,8 +326,8 @@ def test_mixer_scrub_example_is_the_mixer_input_inside_the_model():
 
 
 def test_scrub_models_are_the_shipped_one_and_a_fresh_one():
-    trained, _ = viz.block._scrub_lm("trained")
-    untrained, _ = viz.block._scrub_lm("untrained")
+    trained, _ = viz.block.scrub_lm("trained")
+    untrained, _ = viz.block.scrub_lm("untrained")
     shipped = mm.load_pretrained(viz.block.SHAKESPEARE_MODEL)
     assert trained.config == untrained.config == shipped.config
     for (name, p), q, r in zip(trained.named_parameters(), shipped.parameters(), untrained.parameters()):
@@ -338,7 +338,7 @@ def test_scrub_models_are_the_shipped_one_and_a_fresh_one():
 
 
 def test_mixer_scrub_example_leaves_the_global_rng_alone():
-    viz.block._scrub_lm.cache_clear()
+    viz.block.scrub_lm.cache_clear()
     state = torch.get_rng_state()
     viz.mixer_scrub_example("untrained", 1)
     assert torch.equal(state, torch.get_rng_state())

@@ -28,8 +28,9 @@ SHAKESPEARE_MODEL = Path(__file__).resolve().parents[2] / "models" / "shakespear
 
 
 @functools.lru_cache(maxsize=2)
-def _scrub_lm(model: str):
-    """The float64 ``MambaLM`` named by ``model`` and the ids of :data:`SCRUB_TEXT` (cached)."""
+def scrub_lm(model: str):
+    """The float64 ``MambaLM`` named by ``model`` (one of :data:`SCRUB_MODELS`) and the ids ``(1, l)``
+    of :data:`SCRUB_TEXT`; cached, so the widget reloads nothing. Reads ``models/shakespeare``."""
     from ..interop import load_pretrained, load_tokenizer
     from ..model import MambaLM
 
@@ -55,7 +56,7 @@ def mixer_scrub_example(model: str = "trained", layer: int = 0):
     Raises ValueError: an unknown ``model``, or ``layer`` not in ``[0, 4)``.
     """
     check_choice("model", model, SCRUB_MODELS)
-    lm, ids = _scrub_lm(model)
+    lm, ids = scrub_lm(model)
     check_int("layer", layer, 0, lm.config.n_layer - 1)
     residual = lm.backbone.embedding(ids)  # (1, l, d_model)
     for block in lm.backbone.layers[:layer]:
@@ -114,7 +115,7 @@ def plot_mixer_scrub(position: int = 0, channel: int = 0, model: str = "untraine
     ``position`` not in ``[0, l)`` or ``channel`` not in ``[0, 512)``.
     """
     check_choice("model", model, SCRUB_MODELS)
-    check_int("layer", layer, 0, _scrub_lm(model)[0].config.n_layer - 1)
+    check_int("layer", layer, 0, scrub_lm(model)[0].config.n_layer - 1)
     sel = _scrub_selection(model, layer)
     tokens = list(SCRUB_TEXT)
     l, d_inner = sel["delta"].shape[1:]
