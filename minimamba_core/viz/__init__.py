@@ -8,7 +8,8 @@ notebook shows a static call before the widget so it reads on GitHub, where widg
 One module per lesson group: ``intro`` (notebook 00), ``ssm`` (notebooks 01, 02), ``hippo``
 (01: HiPPO and the initialization of ``A``), ``projections`` (02: ``B`` and ``C``), ``scan``
 (03, 04), ``block`` (05), ``lm`` (06, 07), ``sampling`` (10), ``training`` (08, 09), ``selection``
-(09), ``benchmarks`` (11 and ``benchmarks/report.py``), ``ssd`` (12), ``mamba2`` (13); ``widgets``
+(09), ``benchmarks`` (11 and ``benchmarks/report.py``), ``ssd`` (12), ``mamba2`` (13),
+``mamba3`` (15); ``widgets``
 holds :func:`widget` and the argument checks.
 """
 
@@ -28,6 +29,7 @@ from .hippo import (
 from .intro import plot_state_evolution, scalar_ssm
 from .lm import plot_cache_memory, plot_decode_error, plot_dt_init, plot_param_breakdown, plot_time_per_token
 from .mamba2 import CHUNK_STEPS, chunked_factors, plot_chunked_steps, plot_loss_comparison, plot_parameter_split
+from .mamba3 import STEP_RULES, plot_discretization_error, plot_parity, plot_rotation
 from .projections import plot_write_read, state_bump, write_read
 from .sampling import plot_generation_controls, plot_sampling
 from .selection import TASK_NAMES, delta_ratio, plot_selection_trace, selection_trace, token_groups
@@ -84,6 +86,7 @@ __all__ = [
     "RANK_RTOL",
     "SCAN_ALGORITHMS",
     "SCRUB_TEXT",
+    "STEP_RULES",
     "SELECTION_SIGNALS",
     "benchmark_series",
     "benchmark_table",
@@ -104,6 +107,7 @@ __all__ = [
     "plot_cache_memory",
     "plot_decode_error",
     "plot_discretization",
+    "plot_discretization_error",
     "plot_dt_init",
     "plot_generation_controls",
     "plot_length_generalization",
@@ -113,6 +117,8 @@ __all__ = [
     "plot_mixer_scrub",
     "plot_param_breakdown",
     "plot_parameter_split",
+    "plot_parity",
+    "plot_rotation",
     "plot_sampling",
     "plot_scan_trace",
     "plot_scan_tree",
