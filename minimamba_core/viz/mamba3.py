@@ -209,8 +209,8 @@ def plot_parity(length: int = 40, seed: int = 0, decay_state: float = 0.9):
 
     Top: the bits and their running parity. Middle: the rotation state's real part, ``+1`` or
     ``-1``. Bottom: on the string of ones, the real state ``h_n = a h_{n-1} + 1`` with
-    ``a = decay_state`` in ``(0, 1]`` climbs monotonically to ``1 / (1 - a)`` while the parity
-    alternates. Returns ``(fig, data)``; ``data``: ``bits (length,)``, ``parity (length,)``,
+    ``a = decay_state`` in ``(0, 1]`` climbs monotonically to ``1 / (1 - a)``, while the state
+    ``-(-1)^n`` of the eigenvalue -1 alternates with the parity. Returns ``(fig, data)``; ``data``: ``bits (length,)``, ``parity (length,)``,
     ``by_rotation (length,)`` (:func:`parity_by_rotation`), ``ones_real (length,)``.
     """
     check_int("length", length, 1, 10000)
@@ -224,17 +224,20 @@ def plot_parity(length: int = 40, seed: int = 0, decay_state: float = 0.9):
         ones_real[n] = h
     t = np.arange(length)
     fig, (ax1, ax2, ax3) = plt.subplots(3, 1, figsize=(9, 5.6), sharex=True)
-    ax1.bar(t, bits, color="0.75", label="bit")
-    ax1.step(t, parity, where="mid", color="C3", label="parity so far")
+    ax1.bar(t, bits, width=0.6, color="0.75", label="bit")
+    ax1.plot(t, parity, "o", ms=4, color="C3", label="parity so far")
     ax1.set_yticks([0, 1])
+    ax1.set_ylim(-0.1, 1.7)
     ax1.legend(loc="upper right", fontsize=8, ncol=2)
     ax2.plot(t, 1 - 2 * by_rot, "o-", ms=3, color="C0")
     ax2.set_ylabel("Re $h_t$")
     ax2.set_yticks([-1, 1])
     ax2.set_title(r"rotation by $\pi$ at each 1: $h_t = \pm 1$", fontsize=10)
-    ax3.plot(t, ones_real, "o-", ms=3, color="C1")
+    ax3.plot(t, ones_real, "o-", ms=3, color="C1", label=f"real decay a = {decay_state:g}")
+    ax3.plot(t, -np.cos(np.pi * t), "o--", ms=3, color="C0", label="eigenvalue $-1$")
+    ax3.legend(loc="center right", fontsize=8)
     ax3.set_ylabel("$h_n$")
     ax3.set_xlabel("token")
-    ax3.set_title(rf"on the string 1 1 1 ...: real $a$ = {decay_state:g} climbs, parity alternates", fontsize=10)
+    ax3.set_title("on the string 1 1 1 ...: a positive decay climbs, the eigenvalue $-1$ alternates", fontsize=10)
     fig.tight_layout()
     return fig, dict(bits=bits, parity=parity, by_rotation=by_rot, ones_real=ones_real)
