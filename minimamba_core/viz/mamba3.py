@@ -117,7 +117,8 @@ def plot_discretization_error(delta: float = 0.3, rule: str = "trapezoid", lam: 
     ax1.plot(t, h, "o-", ms=3.5, color=f"C{STEP_RULES.index(rule)}", label=rule)
     ax1.set_xlabel("time t")
     ax1.set_ylabel("h(t)")
-    ax1.set_title(rf"$h' = {ODE_A:g}\,h + \cos({ODE_W:g}t)$, $\Delta$ = {delta:g}: max error {np.abs(h - h_exact).max():.3f}")
+    a_h = "-h" if ODE_A == -1 else rf"{ODE_A:g}\,h"
+    ax1.set_title(rf"$h' = {a_h} + \cos({ODE_W:g}t)$, $\Delta$ = {delta:g}: max error {np.abs(h - h_exact).max():.3f}")
     ax1.legend(loc="lower left", fontsize=8)
     for i, r in enumerate(STEP_RULES):
         lab = f"{r}" + (rf" ($\lambda$ = {lam:g})" if r == "trapezoid" else "") + f": slope {slopes[r]:.2f}"
