@@ -9,7 +9,7 @@ One module per lesson group: ``intro`` (notebook 00), ``ssm`` (notebooks 01, 02)
 (01: HiPPO and the initialization of ``A``), ``projections`` (02: ``B`` and ``C``), ``scan``
 (03, 04), ``block`` and ``diagram`` (05), ``lm`` (06, 07), ``sampling`` (10), ``training`` (08, 09),
 ``selection`` (08, 09), ``benchmarks`` (11 and ``benchmarks/report.py``), ``ssd`` (12), ``mamba2``
-(13); ``widgets`` holds :func:`widget` and the argument checks.
+(13), ``mamba3`` (15); ``widgets`` holds :func:`widget` and the argument checks.
 """
 
 from .benchmarks import benchmark_series, benchmark_table, loglog_slope, plot_benchmark, plot_loglog
@@ -29,6 +29,7 @@ from .hippo import (
 from .intro import plot_state_evolution, scalar_ssm
 from .lm import plot_cache_memory, plot_decode_error, plot_dt_init, plot_param_breakdown, plot_time_per_token
 from .mamba2 import CHUNK_STEPS, chunked_factors, plot_chunked_steps, plot_loss_comparison, plot_parameter_split
+from .mamba3 import STEP_RULES, plot_discretization_error, plot_parity, plot_rotation
 from .projections import plot_write_read, state_bump, write_read
 from .sampling import plot_generation_controls, plot_sampling
 from .selection import (
@@ -97,6 +98,7 @@ __all__ = [
     "SCAN_ALGORITHMS",
     "SCRUB_MODELS",
     "SCRUB_TEXT",
+    "STEP_RULES",
     "SELECTION_SIGNALS",
     "benchmark_series",
     "benchmark_table",
@@ -118,6 +120,7 @@ __all__ = [
     "plot_cache_memory",
     "plot_decode_error",
     "plot_discretization",
+    "plot_discretization_error",
     "plot_dt_init",
     "plot_generation_controls",
     "plot_length_generalization",
@@ -127,6 +130,8 @@ __all__ = [
     "plot_mixer_scrub",
     "plot_param_breakdown",
     "plot_parameter_split",
+    "plot_parity",
+    "plot_rotation",
     "plot_sampling",
     "plot_scan_trace",
     "plot_scan_tree",
