@@ -4,7 +4,7 @@ lengths, and why ``ih_s6`` slips at 64x its training length.
 Command (from the repository root; a few minutes on a CPU)::
 
     python scripts/probe_tasks.py --out models/tasks/tasks_probes.json \
-        [--old-lti DIR] [--rows 64] [--trace-rows 8]
+        [--old-lti DIR] [--rows 64] [--trace-rows 8] [--device cuda]
 
 ``--old-lti`` names an earlier LTI folder to probe as well: the shared-``B, C`` ``ih_lti`` that
 shipped before the fair ablation, extracted from git with
@@ -24,6 +24,9 @@ shipped before the fair ablation, extracted from git with
    state (the ``A`` entry closest to 0; the ZOH decay of eq. 4 of notebook 09).
 
 Writes a JSON of these numbers (rounded) with the command and the torch version.
+``models/tasks/tasks_probes.json`` was recorded on a CPU (two threads, about 17 minutes, before the
+``--device`` option and the ``"device"`` key existed) with the defaults and ``--old-lti`` pointing at
+the folder extracted from ``d90e3bd``.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ def parse_args(argv=None):
     p.add_argument("--rows", type=int, default=64)
     p.add_argument("--trace-rows", type=int, default=8)
     p.add_argument("--chunk-len", type=int, default=2048)
+    p.add_argument("--device", default="cpu")
     return p.parse_args(argv)
 
 
@@ -59,12 +63,13 @@ def parse_args(argv=None):
 def last_predictions(model, x: torch.Tensor, chunk_len: int, batch_size: int = 16) -> torch.Tensor:
     """The prediction at the last position of each row: ``x (n, l)`` -> ``(n,)`` int64."""
     out = []
+    device = next(model.parameters()).device
     for i in range(0, x.shape[0], batch_size):
-        xb = x[i:i + batch_size]
+        xb = x[i:i + batch_size].to(device)
         cache = model.allocate_inference_cache(xb.shape[0])
         for s in range(0, xb.shape[1], chunk_len):
             logits = model(xb[:, s:s + chunk_len], cache=cache)  # (b, chunk, vocab)
-        out.append(logits[:, -1, :V].argmax(-1))
+        out.append(logits[:, -1, :V].argmax(-1).cpu())
     return torch.cat(out)
 
 
@@ -111,18 +116,20 @@ def s6_probe(model, rows: int, trace_rows: int, chunk_len: int) -> dict:
         }
         print(f"  ih_s6 length {length}: {res['by_distance'][str(length)]}", flush=True)
     # 2. the memory channels' steps and the decay of what was written at the key
+    device = next(model.parameters()).device
     pick_x, _ = tasks.induction_heads(32, 256, V, generator=torch.Generator().manual_seed(11))
-    pick = mm.viz.selection_trace(model, pick_x)["delta"][1]  # (32, 256, d_inner)
+    pick = mm.viz.selection_trace(model, pick_x.to(device))["delta"][1].cpu()  # (32, 256, d_inner)
     g = mm.viz.token_groups("induction_heads", pick_x, V)
     memory = (pick[g["key"]].mean(0) / pick[g["other"]].mean(0)).topk(4).indices  # (4,)
     A, _, _ = model.backbone.layers[1].mixer.scan_params()  # (d_inner, N)
-    A_slow = A[memory].max(-1).values  # (4,), closest to 0
+    A_slow = A.detach().cpu()[memory].max(-1).values  # (4,), closest to 0
     res["memory_channels"] = memory.tolist()
-    res["A_slow"] = [round(float(a), 4) for a in A_slow]
+    res["A_slow"] = [round(float(a), 4) for a in A_slow.detach()]
     for length in (256, 16384):
         x, y = batch(length, trace_rows)
         t0 = time.perf_counter()
-        tr = mm.viz.selection_trace(model, x)
+        tr = mm.viz.selection_trace(model, x.to(device))
+        tr = {key_: ([t.cpu() for t in v] if isinstance(v, list) else v.cpu()) for key_, v in tr.items()}
         d = tr["delta"][1][..., memory]  # (rows, l, 4)
         g = mm.viz.token_groups("induction_heads", x, V)
         key = g["key"].float().argmax(1)  # (rows,)
@@ -152,17 +159,18 @@ def s6_probe(model, rows: int, trace_rows: int, chunk_len: int) -> dict:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     torch.manual_seed(0)
+    device = torch.device(args.device)
     report = {"command": "python scripts/probe_tasks.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "torch": torch.__version__, "predictions": {}}
+              "device": mm.describe_device(device), "torch": torch.__version__, "predictions": {}}
     folders = {"ih_lti": ROOT / "models" / "tasks" / "ih_lti"}
     if args.old_lti is not None:
         folders["ih_lti_shared_old"] = args.old_lti
     for name, folder in folders.items():
-        model, _ = tasks.load_task_model(folder)
+        model, _ = tasks.load_task_model(folder, device)
         print(name, flush=True)
         report["predictions"][name] = prediction_stats(model.eval(), args.rows, args.chunk_len)
         report["predictions"][name]["lti_bc"] = model.backbone.layers[0].mixer.bc
-    model, _ = tasks.load_task_model(ROOT / "models" / "tasks" / "ih_s6")
+    model, _ = tasks.load_task_model(ROOT / "models" / "tasks" / "ih_s6", device)
     report["ih_s6"] = s6_probe(model.eval(), args.rows, args.trace_rows, args.chunk_len)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
