@@ -9,6 +9,8 @@
 #                                                        # with the same steps, then scripts/eval_tasks.py
 # Results: $OUT/results.tar.gz (models/, logs/); stage 3: $OUT/tasks_stage3.tar.gz (models/tasks/,
 # logs/, eval/tasks_eval.json). Which folders were shipped: notebook 09.
+# Stage 3 was run on one H100 on 2026-12-07 (80 s wall): its sc_s6_64, sc_lti_64 and ih_lti ship in
+# models/tasks/, with its eval JSON as models/tasks/tasks_eval.json and its logs in models/tasks/logs/.
 set -u
 OUT=${OUT:-/tmp/minimamba_gpu}
 W=$(mktemp -d)

@@ -10,12 +10,16 @@ earlier run's weights as a new stage, and the folder keeps every stage's record)
 The shipped folders in ``models/tasks/`` and how they were made (exact commands and times in
 each ``config.json``; the GPU batches are ``scripts/train_all_gpu.sh``):
 
-* ``sc_s6_64``, ``sc_lti_64``: selective copying, ``L = 64``, ``k = 8``; batch 256 on an H200
-  for 75 s of training (stage 2 of the GPU batch; 1286 and 1569 steps: 84% and 26% token
-  accuracy), then ``sc_s6_64`` continued on the CPU (``--init``, batch 128, lr 1e-3; see its
-  second stage).
+* ``sc_s6_64``, ``sc_lti_64``: selective copying, ``L = 64``, ``k = 8``; ``ih_lti``: induction
+  heads trained at 256, the LTI model with per-channel ``B, C``. All three from stage 3 of
+  ``scripts/train_all_gpu.sh`` (``STAGE=3``, one H100, 80 s wall for the three runs side by side
+  and the evaluation, 2026-12-07): 2000 steps of batch 256 for both selective-copying models
+  (512,000 sequences each, same seed and schedule, no early stop), 1400 steps of batch 256 for
+  ``ih_lti`` (358,400 sequences, at least ``ih_s6``'s 353,792). ``models/tasks/tasks_eval.json``
+  is that stage's ``scripts/eval_tasks.py`` output (its ``shipped/sc_s6_64`` is the earlier S6
+  folder this one replaced, trained 1886 steps); ``models/tasks/logs/`` holds the runs' logs.
 * ``ih_s6``: induction heads trained at 256, 602 steps of batch 128 (GPU shared seven ways), then
-  1081 steps of batch 256 (``--init``); ``ih_lti``: the LTI model, 591 steps of batch 128.
+  1081 steps of batch 256 (``--init``); evaluated in ``tasks_eval.json`` as ``shipped/ih_s6``.
 
 The same budget for S6 and LTI: give both the same ``--steps``, ``--batch-size``, ``--lr``,
 ``--warmup`` and ``--seed``, with neither ``--budget-seconds`` nor ``--max-seconds`` (a time

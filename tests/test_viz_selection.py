@@ -18,9 +18,11 @@ from minimamba_core.training import tasks  # noqa: E402
 V = 16
 
 
-@pytest.fixture(scope="module", params=[True, False], ids=["s6", "lti"])
+@pytest.fixture(scope="module", params=[(True, "channel"), (False, "channel"), (False, "shared")],
+                ids=["s6", "lti_channel", "lti_shared"])
 def example(request):
-    model = tasks.task_model(V, d_model=16, n_layer=2, d_state=4, selective=request.param, seed=0).double()
+    selective, bc = request.param
+    model = tasks.task_model(V, d_model=16, n_layer=2, d_state=4, selective=selective, seed=0, lti_bc=bc).double()
     x, y = tasks.selective_copying(3, 12, 3, V, generator=torch.Generator().manual_seed(0))  # (3, 15)
     return model, x, y, viz.selection_trace(model, x)
 
@@ -58,6 +60,12 @@ def test_delta_and_state_equal_the_mixer_and_the_sequential_scan(example, layer)
         delta, B, C = mixer.ssm_inputs(u)
         A, D, bias = mixer.scan_params()
         torch.testing.assert_close(trace["delta"][layer], F.softplus(delta + bias), rtol=1e-12, atol=1e-12)
+        if B.dim() == 4:  # LTI with per-channel B, C (b, l, d_inner, N): its own recurrence
+            log_A_bar, B_bar, C_ch, _ = mixer.discretized(torch.float64)  # (d_inner, N) each
+            for t in (0, 4, x.shape[1] - 1):
+                _, h = tasks.lti_scan_sequential(u[:, :t + 1], torch.exp(log_A_bar), B_bar, C_ch)  # (b, d_inner, N)
+                torch.testing.assert_close(trace["h_norm"][layer][:, t], h.norm(dim=-1), rtol=1e-10, atol=1e-12)
+            return
         for t in (0, 4, x.shape[1] - 1):  # h_t: the sequential scan's last state after t + 1 steps
             _, h = mm.selective_scan_sequential(u[:, :t + 1], delta[:, :t + 1], A, B[:, :t + 1], C[:, :t + 1],
                                                 D=D, z=z[:, :t + 1], delta_bias=bias, delta_softplus=True,
@@ -65,8 +73,9 @@ def test_delta_and_state_equal_the_mixer_and_the_sequential_scan(example, layer)
             torch.testing.assert_close(trace["h_norm"][layer][:, t], h.norm(dim=-1), rtol=1e-10, atol=1e-12)
 
 
-def test_lti_steps_are_constant():
-    model = tasks.task_model(V, d_model=16, n_layer=1, d_state=4, selective=False, seed=0)
+@pytest.mark.parametrize("bc", ["channel", "shared"])
+def test_lti_steps_are_constant(bc):
+    model = tasks.task_model(V, d_model=16, n_layer=1, d_state=4, selective=False, seed=0, lti_bc=bc)
     x, _ = tasks.selective_copying(2, 12, 3, V, generator=torch.Generator().manual_seed(1))
     d = viz.selection_trace(model, x)["delta"][0]  # (2, 15, d_inner): the same step everywhere
     torch.testing.assert_close(d, d[:1, :1].expand_as(d))
@@ -182,3 +191,17 @@ def test_plot_text_delta_layout_and_colours():
         viz.plot_text_delta(text, delta[:-1])
     with pytest.raises(ValueError, match="positive"):
         viz.plot_text_delta(text, -delta)
+
+
+def test_per_channel_state_by_hand():
+    """LTI with per-channel B: one channel's B scaled by 2 doubles that channel's |h_t| only
+    (h is linear in B_bar), which a B shared by the channels could not do."""
+    model = tasks.task_model(V, d_model=16, n_layer=1, d_state=4, selective=False, seed=0, lti_bc="channel").double()
+    x, _ = tasks.selective_copying(2, 10, 2, V, generator=torch.Generator().manual_seed(3))
+    before = viz.selection_trace(model, x)["h_norm"][0]  # (2, 12, d_inner)
+    with torch.no_grad():
+        model.backbone.layers[0].mixer.B_lti[5] *= 2.0  # channel 5 only
+    after = viz.selection_trace(model, x)["h_norm"][0]
+    torch.testing.assert_close(after[..., 5], 2 * before[..., 5], rtol=1e-12, atol=1e-12)
+    others = [c for c in range(before.shape[-1]) if c != 5]
+    torch.testing.assert_close(after[..., others], before[..., others], rtol=0, atol=0)

@@ -5,6 +5,7 @@ import matplotlib
 
 matplotlib.use("agg")
 
+import matplotlib.container  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -42,4 +43,12 @@ def test_task_plots():
     plt.close(fig)
     fig, data = viz.plot_length_generalization({"S6": {"1024": 0.9, "256": 1.0}}, 256, threshold=0.9)
     assert data["S6"] == ([256, 1024], [1.0, 0.9])
+    plt.close(fig)
+    fig, data = viz.plot_length_generalization({"S6": {"1024": 0.9, "256": 1.0}, "LTI": {256: 0.1}}, 256,
+                                               stderr={"S6": {1024: 0.02, 256: 0.0}})
+    assert data["stderr"] == {"S6": [0.0, 0.02]} and data["LTI"] == ([256], [0.1])
+    bars = [c for c in fig.axes[0].containers if isinstance(c, matplotlib.container.ErrorbarContainer)]
+    assert len(bars) == 1  # S6 only
+    segments = bars[0].lines[2][0].get_segments()  # one vertical bar per length: (x, acc -+ s.e.)
+    assert [tuple(map(tuple, seg)) for seg in segments] == [((256, 1.0), (256, 1.0)), ((1024, 0.88), (1024, 0.92))]
     plt.close(fig)

@@ -322,13 +322,12 @@ class LTIMixer(MambaMixer):
 
 
 def task_model(vocab_size: int = 16, d_model: int = 64, n_layer: int = 2, d_state: int = 16,
-               selective: bool = True, seed: int | None = 0, lti_bc: str = "shared") -> MambaLM:
+               selective: bool = True, seed: int | None = 0, lti_bc: str = "channel") -> MambaLM:
     """The paper's small task model (2 layers, ``d_model = 64``), selective (S6) or LTI.
 
     With ``selective=False`` every mixer is an :class:`LTIMixer` with ``bc=lti_bc`` (same seed,
-    same other weights' initialization): ``"shared"`` (the default; ``B, C (N,)``, the first
-    version of the ablation) or ``"channel"`` (``B, C (d_inner, N)``, the paper's S4;
-    ``scripts/train_tasks.py`` trains this one unless told otherwise). No vocabulary padding
+    same other weights' initialization): ``"channel"`` (the default; ``B, C (d_inner, N)``, the
+    paper's S4) or ``"shared"`` (``B, C (N,)``, the first version of the ablation). No vocabulary padding
     (``pad_vocab_size_multiple = 1``).
 
     Raises:

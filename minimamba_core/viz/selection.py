@@ -35,7 +35,8 @@ def selection_trace(model, input_ids: torch.Tensor) -> dict:
     :func:`~minimamba_core.mixer.causal_conv`, ``ssm_inputs`` and ``scan_params``, then
     ``delta = softplus(delta + bias)`` (eq. 1 of notebook 09). The state is re-derived by the
     recurrence ``h_t = exp(delta_t A) h_{t-1} + delta_t B_t x_t`` (Euler ``B_bar``, as the scan),
-    from ``h_0 = 0``. Works for selective and LTI mixers alike (both have these hooks).
+    from ``h_0 = 0``. Works for selective and LTI mixers alike (both have these hooks), with
+    ``B`` shared by the channels ``(b, l, N)`` or per channel ``(b, l, d_inner, N)`` (``LTIMixer(bc="channel")``).
 
     Returns a dict: ``delta`` and ``h_norm``, lists (one per layer) of ``(b, l, d_inner)``
     float tensors (``h_norm`` is the Euclidean norm over the ``N`` state entries), and ``write``
@@ -66,15 +67,17 @@ def selection_trace(model, input_ids: torch.Tensor) -> dict:
         x, _ = mixer.in_proj(hid).chunk(2, dim=-1)  # (b, l, d_inner)
         x, _ = causal_conv(x, mixer.conv1d)  # (b, l, d_inner), after SiLU
         x = x.to(hid.dtype)
-        delta, B, C = mixer.ssm_inputs(x)  # (b, l, d_inner), (b, l, N), (b, l, N)
+        delta, B, C = mixer.ssm_inputs(x)  # (b, l, d_inner), B, C (b, l, N) or per channel (b, l, d_inner, N)
         A, _, bias = mixer.scan_params()  # (d_inner, N), _, (d_inner,)
         delta = F.softplus(delta.to(A.dtype) + bias)  # (b, l, d_inner)
         x, B = x.to(A.dtype), B.to(A.dtype)
+        if B.dim() == 3:  # shared by the channels (selective, or LTI with bc="shared")
+            B = B[:, :, None, :]  # (b, l, 1, N)
         h = torch.zeros(x.shape[0], x.shape[2], A.shape[1], dtype=A.dtype, device=x.device)  # (b, d_inner, N)
         norm, write = [], []
         for t in range(x.shape[1]):
             A_bar = torch.exp(delta[:, t, :, None] * A)  # (b, d_inner, N)
-            B_bar_x = delta[:, t, :, None] * B[:, t, None, :] * x[:, t, :, None]  # (b, d_inner, N)
+            B_bar_x = delta[:, t, :, None] * B[:, t] * x[:, t, :, None]  # (b, d_inner, N)
             h = A_bar * h + B_bar_x  # (b, d_inner, N)
             norm.append(h.norm(dim=-1))  # (b, d_inner)
             write.append(B_bar_x.norm(dim=-1))  # (b, d_inner)

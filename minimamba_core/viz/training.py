@@ -157,19 +157,26 @@ def plot_accuracy_curves(curves: dict, chance: float | None = None, title: str =
 
 
 def plot_length_generalization(results: dict, train_length: int, threshold: float | None = None,
-                               chance: float | None = None):
+                               chance: float | None = None, stderr: dict | None = None):
     """Accuracy against test length (log scale) per model: ``results = {name: {length: accuracy}}``.
 
-    The training length is marked; ``threshold`` draws the pass line. Returns ``(fig, data)``
-    with ``data[name] = (lengths sorted, accuracies)``.
+    The training length is marked; ``threshold`` draws the pass line. ``stderr``, shaped like
+    ``results`` (keys int or str), adds error bars of one standard error. Returns ``(fig, data)``
+    with ``data[name] = (lengths sorted, accuracies)``, and ``data["stderr"][name]`` (the bars,
+    in the same order) when ``stderr`` is given.
     """
     fig, ax = plt.subplots(figsize=(6.5, 3.4))
     data = {}
     for name, by_length in results.items():
         lengths = sorted(int(k) for k in by_length)
         acc = [float(by_length[k] if k in by_length else by_length[str(k)]) for k in lengths]
-        ax.plot(lengths, acc, "o-", label=name)
         data[name] = (lengths, acc)
+        if stderr is not None and name in stderr:
+            se = [float(stderr[name][k] if k in stderr[name] else stderr[name][str(k)]) for k in lengths]
+            ax.errorbar(lengths, acc, yerr=se, fmt="o-", capsize=3, label=f"{name} (±1 s.e.)")
+            data.setdefault("stderr", {})[name] = se
+        else:
+            ax.plot(lengths, acc, "o-", label=name)
     ax.axvline(train_length, color="0.5", lw=1, ls="--", label=f"trained at {train_length}")
     if threshold is not None:
         ax.axhline(threshold, color="r", lw=0.8, ls=":", label=f"{threshold:.0%}")
