@@ -265,6 +265,12 @@ class MambaConfig:
         if changed3 and self.layer in ("Mamba1", "Mamba2"):
             raise ValueError(f"MambaConfig.{changed3[0]} is a Mamba-3 field, but this config's layer is "
                              f"{self.layer!r}; set ssm_cfg={{'layer': 'Mamba3'}} or drop {changed3}")
+        if self.layer == "Mamba3":  # Mamba-1/2 fields it has no use for (dt_rank... are refused below)
+            unused = [k for k in SSM_KEYS if k not in MAMBA3_KEYS + ("dt_rank", "dt_init", "dt_scale")
+                      and getattr(self, k) != defaults[k]]
+            if unused:
+                raise ValueError(f"MambaConfig.{unused[0]}={getattr(self, unused[0])!r} has no effect in a 'Mamba3' layer "
+                                 f"(no convolution, no dt_limit, A from in_proj); drop {unused}")
         if self.layer not in ("Mamba2", "Mamba3"):
             changed = [k for k in MAMBA2_ONLY if getattr(self, k) != defaults[k]]
             if changed and self.layer == "Mamba1":
@@ -363,11 +369,14 @@ class MambaConfig:
     def to_dict(self) -> dict[str, Any]:
         """The constructor arguments as a flat, JSON-serializable dict (derived fields left out).
 
-        A config whose layer is not ``"Mamba2"`` leaves out the Mamba-2 fields (they hold their
-        defaults there), so a Mamba-1 config's dict is what it was before Mamba-2 existed. Pairs
-        such as ``dt_limit`` become lists; its default upper bound is ``math.inf`` (Python's
-        ``json`` writes it as ``Infinity`` and reads it back)."""
-        skip = MAMBA2_ONLY if self.layer != "Mamba2" else ()
+        A field of another generation (``MAMBA2_ONLY``, ``MAMBA3_ONLY``) that this layer kind does
+        not take is left out while it holds its default, so a Mamba-1 config's dict is what it was
+        before Mamba-2 existed; every field a layer takes is kept (``from_dict(to_dict())`` is the
+        same config). Pairs such as ``dt_limit`` become lists; its default upper bound is
+        ``math.inf`` (Python's ``json`` writes it as ``Infinity`` and reads it back)."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        skip = [k for k in MAMBA2_ONLY + MAMBA3_ONLY
+                if k not in LAYER_KEYS.get(self.layer, ()) and getattr(self, k) == defaults[k]]
         return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
                 for f in dataclasses.fields(self) if f.init and f.name not in skip}
 

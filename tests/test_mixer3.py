@@ -154,3 +154,29 @@ def test_a_mamba3_field_elsewhere_is_refused(layer):
     with pytest.raises(ValueError, match="is a Mamba-3 field"):
         mm.MambaConfig(d_model=32, n_layer=1, vocab_size=VOCAB, ssm_cfg={"layer": layer}, A_floor=0.5)
     assert math.isclose(_config().A_floor, 1e-4)
+
+
+@pytest.mark.parametrize("kw", [dict(dt_limit=(0.0, 1e-6)), dict(d_conv=2), dict(conv_bias=False), dict(bias=True),
+                                dict(rmsnorm=False), dict(norm_before_gate=True), dict(D_has_hdim=True),
+                                dict(A_init_range=(2.0, 3.0))])
+def test_a_field_mamba3_has_no_use_for_is_refused(kw):
+    """Adversarial review (2026-12-08): these were accepted and changed nothing."""
+    with pytest.raises(ValueError, match=f"{next(iter(kw))}.*has no effect in a 'Mamba3' layer"):
+        mm.MambaConfig(d_model=32, n_layer=1, vocab_size=40, ssm_cfg={"layer": "Mamba3"}, d_state=8, headdim=8, **kw)
+
+
+@pytest.mark.parametrize("kw", [dict(headdim=8, ngroups=2, chunk_size=4), dict(headdim=16, attn_layer_idx=[1],
+                                                                               attn_cfg={"num_heads": 2})])
+def test_config_and_weights_round_trip_through_a_saved_folder(tmp_path, kw):
+    """Adversarial review (2026-12-08): to_dict dropped headdim, ngroups and chunk_size (Mamba-2 fields
+    that Mamba-3 takes too), so a saved Mamba-3 model reloaded with another shape or chunk."""
+    from minimamba_core.training.tasks import load_task_model, save_task_model
+
+    config = mm.MambaConfig(d_model=32, n_layer=2, vocab_size=40, ssm_cfg={"layer": "Mamba3"}, d_state=8, **kw)
+    assert mm.MambaConfig.from_dict(config.to_dict()) == config
+    torch.manual_seed(0)
+    model = mm.MambaLM(config).eval()
+    save_task_model(model, tmp_path)
+    loaded, _ = load_task_model(tmp_path)
+    ids = torch.randint(0, 40, (1, 9), generator=torch.Generator().manual_seed(1))
+    assert loaded.config == config and torch.equal(loaded(ids), model(ids))

@@ -46,7 +46,8 @@ def test_readme_links_follow_the_same_address():
 
 
 def test_the_address_must_be_a_github_repository(tmp_path):
-    for bad in ('Repository = "https://gitlab.com/a/b"', 'Repository = "https://github.com/only-owner"', ""):
+    for bad in ('Repository = "https://gitlab.com/a/b"', 'Repository = "https://github.com/only-owner"', "",
+                'Repository = "https://github.com/a/b.git"'):
         pyproject = tmp_path / "pyproject.toml"
         pyproject.write_text(f'[project]\nname = "x"\n\n[project.urls]\n{bad}\n')
         with pytest.raises(ValueError, match=r"\[project.urls\] Repository"):
@@ -58,3 +59,17 @@ def test_the_setup_cell_does_nothing_outside_colab(monkeypatch):
     where, path = os.getcwd(), list(sys.path)
     exec(links.setup_source(URL), {})
     assert os.getcwd() == where and sys.path == path
+
+
+def test_only_its_own_lines_and_cell_are_touched():
+    """Adversarial review (2026-12-08): a title line that merely mentioned the marker was deleted, and
+    a set-up cell moved below another cell got a twin."""
+    nb = nbformat.read(NOTEBOOKS[0], as_version=4)
+    nb.cells[0].source += f"\nA line that mentions {links.MARK} in passing."
+    nb.cells.insert(1, nbformat.v4.new_markdown_cell("A note placed above the set-up cell."))
+    assert links.linked(nb, URL, NOTEBOOKS[0].name)
+    assert nb.cells[0].source.endswith(f"A line that mentions {links.MARK} in passing.")
+    tagged = [c for c in nb.cells if links.SETUP_TAG in c.metadata.get("tags", [])]
+    assert len(tagged) == 1 and nb.cells[1] is tagged[0] and not links.linked(nb, URL, NOTEBOOKS[0].name)
+    with pytest.raises(ValueError, match="first cell"):
+        links.linked(nbformat.v4.new_notebook(), URL, "empty.ipynb")

@@ -48,9 +48,10 @@ def repository_url(pyproject: Path = ROOT / "pyproject.toml") -> str:
         url = found.group(1) if found else ""
     url = url.rstrip("/")
     parts = url.removeprefix("https://github.com/").split("/")
-    if not url.startswith("https://github.com/") or len(parts) != 2 or not all(parts):
-        raise ValueError(f"pyproject.toml [project.urls] Repository must be https://github.com/<owner>/<name>, "
-                         f"got {url!r}")
+    if (not url.startswith("https://github.com/") or len(parts) != 2 or not all(parts)
+            or url.endswith(".git")):  # Colab and Binder take the bare owner/name
+        raise ValueError(f"pyproject.toml [project.urls] Repository must be https://github.com/<owner>/<name> "
+                         f"(no .git), got {url!r}")
     return url
 
 
@@ -82,20 +83,23 @@ if "google.colab" in sys.modules:
 def linked(nb, url: str, name: str) -> bool:
     """Give ``nb`` its badge line and set-up cell for ``url``; True when something changed."""
     changed = False
-    title = nb.cells[0]
-    if title.cell_type != "markdown":
+    if not nb.cells or nb.cells[0].cell_type != "markdown":
         raise ValueError(f"{name}: the first cell must be the markdown title")
-    kept = [line for line in title.source.split("\n") if MARK not in line]
+    title = nb.cells[0]
+    ours = lambda line: line.startswith("[![Open in Colab](") and line.endswith(MARK)  # noqa: E731
+    kept = [line for line in title.source.split("\n") if not ours(line)]  # only the line this script wrote
     new = "\n".join([kept[0], badges(url, name)] + kept[1:])  # the badges right under the heading
     if title.source != new:
         title.source, changed = new, True
-    cell = nb.cells[1] if len(nb.cells) > 1 else None
-    if cell is None or SETUP_TAG not in cell.get("metadata", {}).get("tags", []):
-        cell = nbformat.v4.new_code_cell(setup_source(url), metadata={"tags": [SETUP_TAG]})
+    tagged = [i for i, c in enumerate(nb.cells) if SETUP_TAG in c.get("metadata", {}).get("tags", [])]
+    if len(tagged) > 1:
+        raise ValueError(f"{name}: {len(tagged)} cells are tagged {SETUP_TAG!r} (cells {tagged}); keep one")
+    if tagged != [1]:  # missing, or moved away from its place under the title
+        cell = nb.cells.pop(tagged[0]) if tagged else nbformat.v4.new_code_cell("", metadata={"tags": [SETUP_TAG]})
         nb.cells.insert(1, cell)
         changed = True
-    elif cell.source != setup_source(url):
-        cell.source, changed = setup_source(url), True
+    if nb.cells[1].source != setup_source(url):
+        nb.cells[1].source, changed = setup_source(url), True
     return changed
 
 
